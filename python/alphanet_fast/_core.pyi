@@ -1,0 +1,30 @@
+"""Type stubs for the compiled extension ``alphanet_fast._core``."""
+
+import numpy as np
+import numpy.typing as npt
+
+THREADS_ENV: str
+
+def class_means(
+    features: npt.NDArray[np.floating], labels: npt.NDArray[np.int64], n_classes: int
+) -> tuple[npt.NDArray[np.floating], npt.NDArray[np.int64]]: ...
+def class_sums(
+    features: npt.NDArray[np.floating], labels: npt.NDArray[np.int64], n_classes: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
+def nearest_neighbors(
+    queries: npt.NDArray[np.floating], pool: npt.NDArray[np.floating], k: int, metric: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]: ...
+def combine(
+    W: npt.NDArray[np.floating],
+    targets: npt.NDArray[np.int64],
+    neighbors: npt.NDArray[np.int64],
+    alphas: npt.NDArray[np.float64],
+) -> npt.NDArray[np.floating]: ...
+def topk_scores(
+    features: npt.NDArray[np.floating],
+    W: npt.NDArray[np.floating],
+    b: npt.NDArray[np.floating] | None,
+    k: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]: ...
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...

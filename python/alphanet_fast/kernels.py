@@ -1,0 +1,283 @@
+"""The four Rust kernels, with argument checks and dtype handling.
+
+Arrays are passed to the extension without a copy when they are float32 or
+float64 (any memory order, strided views and read-only memory maps included);
+other numeric dtypes are converted once, here, at the edge. The kernels release
+the GIL and run on a thread pool sized by ``ALPHANET_FAST_NUM_THREADS`` (or
+:func:`set_num_threads`); their results do not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from alphanet_fast import _core
+from alphanet_fast._validation import (
+    float_dtype_of,
+    float_matrix,
+    float_vector,
+    int_array,
+    labels_array,
+    positive_int,
+)
+
+__all__ = [
+    "class_means",
+    "class_sums",
+    "combine",
+    "get_num_threads",
+    "nearest_neighbors",
+    "set_num_threads",
+    "topk_scores",
+]
+
+METRICS = ("euclidean", "cosine")
+
+
+def class_means(
+    features: Any, labels: Any, n_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean feature vector and row count of every class.
+
+    One streaming pass over ``features``: rows are read in blocks of about
+    32 MiB, grouped by class inside the block, and added to float64 running
+    sums. Memory beyond the outputs is the ``n_classes x d`` float64 sums plus
+    at most about 40 MiB, however many rows there are, so a memory-mapped file
+    larger than RAM works.
+
+    Parameters
+    ----------
+    features : array_like, shape (n, d)
+        Feature rows, float32 or float64 (other numeric dtypes are converted
+        to float64). C- or F-ordered arrays, strided views and
+        ``np.load(..., mmap_mode="r")`` arrays are read in place.
+    labels : array_like of int, shape (n,)
+        Class of each row, in ``[0, n_classes)``.
+    n_classes : int, optional
+        Number of classes; ``labels.max() + 1`` when omitted.
+
+    Returns
+    -------
+    means : ndarray, shape (n_classes, d)
+        Per-class means in the features' dtype; a class with no rows gets a
+        row of NaN.
+    counts : ndarray of int64, shape (n_classes,)
+        Rows per class.
+
+    Raises
+    ------
+    TypeError
+        Non-numeric or complex ``features``; non-integer ``labels`` dtype.
+    ValueError
+        Wrong ndim or empty ``features``; ``labels`` of the wrong length,
+        negative, out of range or not integral (first bad entry named);
+        NaN or infinity in ``features`` (first bad row named).
+
+    Examples
+    --------
+    >>> import numpy as np, alphanet_fast as af
+    >>> means, counts = af.class_means(np.array([[1.0, 2.0], [3.0, 4.0]]), [0, 0])
+    >>> means, counts
+    (array([[2., 3.]]), array([2]))
+    """
+    x = float_matrix(features, "features")
+    y, n_classes = labels_array(labels, "labels", n_rows=x.shape[0], n_classes=n_classes)
+    means, counts = _core.class_means(x, y, n_classes)
+    return means, counts
+
+
+def class_sums(
+    features: Any, labels: Any, n_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 per-class sums and counts: the mergeable form of :func:`class_means`.
+
+    Sums of several chunks of rows can be added and divided by the summed
+    counts to get the means of the whole. Parameters and errors as for
+    :func:`class_means`.
+
+    Returns
+    -------
+    sums : ndarray of float64, shape (n_classes, d)
+    counts : ndarray of int64, shape (n_classes,)
+    """
+    x = float_matrix(features, "features")
+    y, n_classes = labels_array(labels, "labels", n_rows=x.shape[0], n_classes=n_classes)
+    return _core.class_sums(x, y, n_classes)
+
+
+def nearest_neighbors(
+    queries: Any, pool: Any, k: int = 5, metric: str = "euclidean"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest rows of ``pool`` for every row of ``queries``.
+
+    A tiled GEMM proposes candidates, with a margin that provably covers its
+    rounding error; the candidates' distances are then recomputed directly in
+    float64. The result is exact (never approximate), ordered by ascending
+    distance, ties to the lower pool index.
+
+    Parameters
+    ----------
+    queries : array_like, shape (q, d)
+    pool : array_like, shape (m, d)
+        Both float32 or float64; if their dtypes differ both are taken as the
+        wider one.
+    k : int
+        Neighbours per query, ``1 <= k <= m``.
+    metric : {"euclidean", "cosine"}
+        Euclidean distance, or ``1 - cosine similarity`` (zero rows are an error).
+
+    Returns
+    -------
+    indices : ndarray of int64, shape (q, k)
+        Row numbers into ``pool``, nearest first.
+    distances : ndarray, shape (q, k)
+        The distances, in the inputs' dtype.
+
+    Raises
+    ------
+    TypeError
+        Non-numeric or complex input; ``k`` not an integer.
+    ValueError
+        Wrong ndim, empty input, differing column counts, NaN or infinity
+        (first bad row named), ``k`` outside ``[1, m]``, unknown ``metric``,
+        a zero row with ``metric="cosine"``.
+
+    Examples
+    --------
+    >>> import numpy as np, alphanet_fast as af
+    >>> idx, dist = af.nearest_neighbors(np.zeros((1, 2)), np.array([[3.0, 4.0], [1.0, 0.0]]), k=2)
+    >>> idx, dist
+    (array([[1, 0]]), array([[1., 5.]]))
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric: expected one of {METRICS}, found {metric!r}")
+    dtype = np.promote_types(float_dtype_of(queries, "queries"), float_dtype_of(pool, "pool"))
+    q = float_matrix(queries, "queries", dtype=dtype)
+    p = float_matrix(pool, "pool", dtype=dtype)
+    if p.shape[1] != q.shape[1]:
+        raise ValueError(
+            f"pool: expected {q.shape[1]} columns (as queries), found shape {p.shape}"
+        )
+    k = positive_int(k, "k", upper=p.shape[0], what="rows of pool")
+    return _core.nearest_neighbors(q, p, k, metric)
+
+
+def combine(W: Any, targets: Any, neighbors: Any, alphas: Any) -> np.ndarray:
+    """Rebuild rows of a classifier as combinations of its original rows.
+
+    Returns a copy of ``W`` in which row ``targets[t]`` becomes
+    ``alphas[t, 0] * W[targets[t]] + sum_i alphas[t, i] * W[neighbors[t, i-1]]``.
+    Every term reads the original ``W``, so a target may also serve as another
+    target's neighbour. Accumulated in float64, returned in ``W``'s dtype.
+
+    Parameters
+    ----------
+    W : array_like, shape (C, d)
+        Classifier weights, float32 or float64.
+    targets : array_like of int, shape (F,)
+        Distinct rows to replace.
+    neighbors : array_like of int, shape (F, k)
+        Source rows for each target.
+    alphas : array_like, shape (F, k + 1)
+        Coefficients; column 0 multiplies the target's own row.
+
+    Returns
+    -------
+    ndarray, shape (C, d)
+        The new weights (C order); ``W`` itself is not modified.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad dtypes, shapes that disagree, indices out of ``[0, C)``, repeated
+        targets, NaN or infinity in ``W`` or ``alphas``.
+
+    Examples
+    --------
+    >>> import numpy as np, alphanet_fast as af
+    >>> af.combine(np.eye(2), [0], [[1]], [[1.0, 0.5]])
+    array([[1. , 0.5],
+           [0. , 1. ]])
+    """
+    w = float_matrix(W, "W")
+    t = int_array(targets, "targets")
+    n = int_array(neighbors, "neighbors", ndim=2)
+    a = float_matrix(alphas, "alphas", dtype=np.float64) if np.ndim(alphas) == 2 else None
+    if a is None:
+        raise ValueError(f"alphas: expected a 2-d array, found shape {np.shape(alphas)}")
+    if n.shape[0] != t.shape[0]:
+        raise ValueError(
+            f"neighbors: expected {t.shape[0]} rows (one per target), found shape {n.shape}"
+        )
+    if a.shape != (t.shape[0], n.shape[1] + 1):
+        raise ValueError(
+            f"alphas: expected shape ({t.shape[0]}, {n.shape[1] + 1}), found {a.shape}"
+        )
+    return _core.combine(w, t, np.ascontiguousarray(n), a)
+
+
+def topk_scores(
+    features: Any, W: Any, b: Any = None, k: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k highest-scoring classes of ``features @ W.T + b``, without the full score matrix.
+
+    Rows are scored block by block (256 rows x 2048 classes at a time) and only
+    each row's k best survive, so memory is O(n k) plus a few MiB of buffers,
+    never O(n C).
+
+    Parameters
+    ----------
+    features : array_like, shape (n, d)
+        Float32 or float64 (never copied when it is one of these).
+    W : array_like, shape (C, d)
+        Classifier weights; converted to the features' dtype if needed.
+    b : array_like, shape (C,), optional
+        Biases; zeros when omitted.
+    k : int
+        Classes per row, ``1 <= k <= C``.
+
+    Returns
+    -------
+    indices : ndarray of int64, shape (n, k)
+        Class indices, best first, ties to the lower index.
+    scores : ndarray, shape (n, k)
+        Their scores, in the features' dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad dtypes or shapes, NaN or infinity (first bad row named), ``k``
+        outside ``[1, C]``.
+
+    Examples
+    --------
+    >>> import numpy as np, alphanet_fast as af
+    >>> af.topk_scores(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0], [2.0, 0.0]]), k=1)
+    (array([[1]]), array([[2.]]))
+    """
+    x = float_matrix(features, "features")
+    w = float_matrix(W, "W", dtype=x.dtype)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"W: expected {x.shape[1]} columns (as features), found shape {w.shape}")
+    bias = None if b is None else float_vector(b, "b", length=w.shape[0], dtype=x.dtype)
+    k = positive_int(k, "k", upper=w.shape[0], what="rows of W")
+    return _core.topk_scores(x, w, bias, k)
+
+
+def get_num_threads() -> int:
+    """Number of threads the Rust kernels use."""
+    return _core.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the Rust kernels' thread count (0 restores the default).
+
+    The default comes from the environment variable ``ALPHANET_FAST_NUM_THREADS``,
+    else ``RAYON_NUM_THREADS``, else the number of CPUs. Results do not depend
+    on it. A process forked from one that used the kernels builds its own pool.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n: expected a non-negative integer, found {n!r}")
+    _core.set_num_threads(int(n))

@@ -1,0 +1,352 @@
+//! Exact k nearest rows of a pool for every query row.
+//!
+//! Dot products come from a tiled GEMM in the inputs' precision; they give an
+//! approximate distance to every pool row. Rounding error of a length-`d` dot
+//! product is at most `γ_d |q| |p|` with `γ_d = d u / (1 - d u)`, so every pool
+//! row that can truly be among the k nearest lies within a known margin of the
+//! approximate k-th distance. Those candidates (usually k plus a handful) get
+//! their distance recomputed directly in float64, and the final order comes from
+//! the float64 values, ties to the lower index. The result is exact to float64
+//! precision whatever the conditioning of `|q|² - 2 q·p + |p|²`.
+
+use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
+
+use crate::error::{KernelError, Result};
+use crate::matmul::a_bt;
+use crate::real::Real;
+use crate::select::{best_k, rank_asc};
+use crate::validate::{require_finite, require_nonempty};
+
+/// Distance between rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// `||q - p||_2`.
+    Euclidean,
+    /// `1 - q·p / (|q| |p|)`; zero vectors are rejected.
+    Cosine,
+}
+
+/// Query rows per GEMM block, at most.
+const QUERY_BLOCK: usize = 256;
+/// Pool rows per GEMM tile.
+const POOL_TILE: usize = 512;
+/// Size of the dot-product buffer of one query block, at most.
+const BUFFER_BYTES: usize = 64 << 20;
+
+fn norms<T: Real>(x: ArrayView2<T>) -> Vec<f64> {
+    (0..x.nrows())
+        .into_par_iter()
+        .map(|r| {
+            x.row(r)
+                .iter()
+                .map(|v| v.to_f64() * v.to_f64())
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect()
+}
+
+/// `k` nearest rows of `pool` for every row of `queries`: `(indices, distances)`,
+/// both `n_queries x k`, nearest first, ties to the lower index.
+pub fn nearest_neighbors<T: Real>(
+    queries: ArrayView2<T>,
+    pool: ArrayView2<T>,
+    k: usize,
+    metric: Metric,
+) -> Result<(Array2<i64>, Array2<T>)> {
+    require_nonempty(queries, "queries")?;
+    require_nonempty(pool, "pool")?;
+    let (nq, d) = queries.dim();
+    let m = pool.nrows();
+    if pool.ncols() != d {
+        return Err(KernelError::Shape {
+            arg: "pool",
+            message: format!("expected {d} columns (as queries), found {}", pool.ncols()),
+        });
+    }
+    if k == 0 || k > m {
+        return Err(KernelError::Value {
+            arg: "k",
+            message: format!("expected 1 <= k <= {m} (rows of pool), found {k}"),
+        });
+    }
+    require_finite(queries, "queries")?;
+    require_finite(pool, "pool")?;
+
+    let q_norms = norms(queries);
+    let p_norms = norms(pool);
+    if metric == Metric::Cosine {
+        for (arg, ns) in [("queries", &q_norms), ("pool", &p_norms)] {
+            if let Some(row) = ns.iter().position(|&v| v == 0.0) {
+                return Err(KernelError::Value {
+                    arg,
+                    message: format!("row {row} is a zero vector, which has no cosine distance"),
+                });
+            }
+        }
+    }
+    let max_p_norm = p_norms.iter().cloned().fold(0.0f64, f64::max);
+    let du = d as f64 * T::UNIT_ROUNDOFF;
+    // Beyond d u >= 1/2 the bound is meaningless: keep every row as a candidate.
+    let gamma = if du < 0.5 {
+        du / (1.0 - du)
+    } else {
+        f64::INFINITY
+    };
+
+    let query_block = (BUFFER_BYTES / (m * std::mem::size_of::<T>()).max(1)).clamp(1, QUERY_BLOCK);
+    let mut indices = Array2::<i64>::zeros((nq, k));
+    let mut distances = Array2::<T>::default((nq, k));
+    let mut buffer = vec![T::zero(); query_block * m];
+
+    let mut q0 = 0;
+    while q0 < nq {
+        let q1 = (q0 + query_block).min(nq);
+        let qb = q1 - q0;
+        let block = queries.slice(ndarray::s![q0..q1, ..]);
+        fill_dots(block, pool, &mut buffer[..qb * m]);
+        let buf = &buffer[..qb * m];
+        let rows: Vec<Vec<(f64, usize)>> = (0..qb)
+            .into_par_iter()
+            .map(|i| {
+                let q = q0 + i;
+                let dots = row_of_tiles(buf, qb, m, i);
+                let qn = q_norms[q];
+                let approx: Vec<(f64, usize)> = match metric {
+                    Metric::Euclidean => dots
+                        .map(|(j, dot)| (qn * qn + p_norms[j] * p_norms[j] - 2.0 * dot, j))
+                        .collect(),
+                    Metric::Cosine => dots
+                        .map(|(j, dot)| (1.0 - dot / (qn * p_norms[j]), j))
+                        .collect(),
+                };
+                let margin = match metric {
+                    Metric::Euclidean => {
+                        2.0 * (2.0 * gamma * qn * max_p_norm)
+                            + 1e-13 * (qn * qn + max_p_norm * max_p_norm)
+                    }
+                    Metric::Cosine => 2.0 * gamma + 1e-13,
+                };
+                let kth = best_k(approx.clone(), k, rank_asc)[k - 1].0;
+                let limit = kth + margin;
+                let exact: Vec<(f64, usize)> = approx
+                    .into_iter()
+                    .filter(|&(a, _)| !(a > limit))
+                    .map(|(_, j)| {
+                        (
+                            exact_distance(queries.row(q), pool.row(j), qn, p_norms[j], metric),
+                            j,
+                        )
+                    })
+                    .collect();
+                best_k(exact, k, rank_asc)
+            })
+            .collect();
+        for (i, best) in rows.into_iter().enumerate() {
+            for (slot, (dist, j)) in best.into_iter().enumerate() {
+                indices[[q0 + i, slot]] = j as i64;
+                let shown = match metric {
+                    Metric::Euclidean => dist.max(0.0).sqrt(),
+                    Metric::Cosine => dist,
+                };
+                distances[[q0 + i, slot]] = T::from_f64(shown);
+            }
+        }
+        q0 = q1;
+    }
+    Ok((indices, distances))
+}
+
+/// Fill `buffer` with the dots of `block` against every pool row, tile by tile:
+/// tile `t` (pool rows `t * POOL_TILE ..`) occupies a contiguous `qb x width`
+/// run of the buffer.
+fn fill_dots<T: Real>(block: ArrayView2<T>, pool: ArrayView2<T>, buffer: &mut [T]) {
+    let qb = block.nrows();
+    let m = pool.nrows();
+    let mut chunks: Vec<(usize, &mut [T])> = Vec::new();
+    let mut rest = buffer;
+    let mut start = 0;
+    while start < m {
+        let width = POOL_TILE.min(m - start);
+        let (head, tail) = rest.split_at_mut(qb * width);
+        chunks.push((start, head));
+        rest = tail;
+        start += width;
+    }
+    chunks.into_par_iter().for_each(|(start, out)| {
+        let width = out.len() / qb;
+        let tile = pool.slice(ndarray::s![start..start + width, ..]);
+        a_bt(block, tile, out, width);
+    });
+}
+
+/// The dots of query `i` of a block, as `(pool index, dot)` in pool order.
+fn row_of_tiles<T: Real>(
+    buf: &[T],
+    qb: usize,
+    m: usize,
+    i: usize,
+) -> impl Iterator<Item = (usize, f64)> + '_ {
+    (0..m.div_ceil(POOL_TILE)).flat_map(move |t| {
+        let start = t * POOL_TILE;
+        let width = POOL_TILE.min(m - start);
+        let base = qb * start + i * width;
+        buf[base..base + width]
+            .iter()
+            .enumerate()
+            .map(move |(j, v)| (start + j, v.to_f64()))
+    })
+}
+
+fn exact_distance<T: Real>(
+    q: ndarray::ArrayView1<T>,
+    p: ndarray::ArrayView1<T>,
+    q_norm: f64,
+    p_norm: f64,
+    metric: Metric,
+) -> f64 {
+    match metric {
+        Metric::Euclidean => q
+            .iter()
+            .zip(p.iter())
+            .map(|(a, b)| (a.to_f64() - b.to_f64()).powi(2))
+            .sum(),
+        Metric::Cosine => {
+            let dot: f64 = q
+                .iter()
+                .zip(p.iter())
+                .map(|(a, b)| a.to_f64() * b.to_f64())
+                .sum();
+            1.0 - dot / (q_norm * p_norm)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array2};
+
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 11) as f64) / ((1u64 << 53) as f64) - 0.5
+    }
+
+    fn brute(q: &Array2<f64>, p: &Array2<f64>, k: usize, metric: Metric) -> Vec<Vec<usize>> {
+        q.outer_iter()
+            .map(|qr| {
+                let qn = qr.dot(&qr).sqrt();
+                let mut all: Vec<(f64, usize)> = p
+                    .outer_iter()
+                    .enumerate()
+                    .map(|(j, pr)| (exact_distance(qr, pr, qn, pr.dot(&pr).sqrt(), metric), j))
+                    .collect();
+                all.sort_by(|a, b| rank_asc(*a, *b));
+                all.into_iter().take(k).map(|x| x.1).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_brute_force_on_random_data() {
+        let mut seed = 5u64;
+        let q = Array2::from_shape_fn((300, 40), |_| lcg(&mut seed));
+        let p = Array2::from_shape_fn((1100, 40), |_| lcg(&mut seed));
+        for metric in [Metric::Euclidean, Metric::Cosine] {
+            let (idx, _) = nearest_neighbors(q.view(), p.view(), 7, metric).unwrap();
+            let want = brute(&q, &p, 7, metric);
+            for (row, w) in idx.outer_iter().zip(&want) {
+                assert_eq!(row.iter().map(|&v| v as usize).collect::<Vec<_>>(), *w);
+            }
+        }
+    }
+
+    #[test]
+    fn ill_conditioned_float32_is_still_exact() {
+        // Large common offset: |q|^2 - 2 q.p + |p|^2 cancels badly in float32.
+        let mut seed = 9u64;
+        let q = Array2::from_shape_fn((20, 64), |_| 1000.0 + lcg(&mut seed) as f32 * 1e-2);
+        let p = Array2::from_shape_fn((600, 64), |_| 1000.0 + lcg(&mut seed) as f32 * 1e-2);
+        let (idx, dist) = nearest_neighbors(q.view(), p.view(), 5, Metric::Euclidean).unwrap();
+        let want = brute(
+            &q.mapv(|v| v as f64),
+            &p.mapv(|v| v as f64),
+            5,
+            Metric::Euclidean,
+        );
+        for (row, w) in idx.outer_iter().zip(&want) {
+            assert_eq!(row.iter().map(|&v| v as usize).collect::<Vec<_>>(), *w);
+        }
+        assert!(dist.iter().all(|&v| v > 0.0));
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_index() {
+        let q = array![[0.0f32, 0.0]];
+        let p = array![
+            [1.0f32, 0.0],
+            [0.0, 1.0],
+            [-1.0, 0.0],
+            [0.0, 2.0],
+            [1.0, 0.0]
+        ];
+        let (idx, dist) = nearest_neighbors(q.view(), p.view(), 5, Metric::Euclidean).unwrap();
+        assert_eq!(idx.row(0).to_vec(), vec![0, 1, 2, 4, 3]);
+        assert_eq!(dist.row(0).to_vec(), vec![1.0, 1.0, 1.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn same_bits_for_any_thread_count() {
+        let mut seed = 1u64;
+        let q = Array2::from_shape_fn((700, 30), |_| lcg(&mut seed) as f32);
+        let p = Array2::from_shape_fn((1500, 30), |_| lcg(&mut seed) as f32);
+        let run = |t| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap();
+            pool.install(|| nearest_neighbors(q.view(), p.view(), 4, Metric::Cosine).unwrap())
+        };
+        let (i1, d1) = run(1);
+        let (i3, d3) = run(3);
+        assert_eq!(i1, i3);
+        assert!(d1
+            .iter()
+            .zip(d3.iter())
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
+    #[test]
+    fn bad_input() {
+        let q = array![[0.0f64, 1.0]];
+        let p = array![[1.0f64, 0.0], [0.0, 0.0]];
+        assert!(matches!(
+            nearest_neighbors(q.view(), p.view(), 3, Metric::Euclidean),
+            Err(KernelError::Value { arg: "k", .. })
+        ));
+        assert!(matches!(
+            nearest_neighbors(q.view(), p.view(), 0, Metric::Euclidean),
+            Err(KernelError::Value { arg: "k", .. })
+        ));
+        assert!(matches!(
+            nearest_neighbors(q.view(), p.view(), 1, Metric::Cosine),
+            Err(KernelError::Value { arg: "pool", .. })
+        ));
+        let p3 = array![[1.0f64, 0.0, 1.0]];
+        assert!(matches!(
+            nearest_neighbors(q.view(), p3.view(), 1, Metric::Euclidean),
+            Err(KernelError::Shape { arg: "pool", .. })
+        ));
+        let bad = array![[0.0f64, 1.0], [f64::INFINITY, 1.0]];
+        assert_eq!(
+            nearest_neighbors(bad.view(), p.view(), 1, Metric::Euclidean).unwrap_err(),
+            KernelError::NonFinite {
+                arg: "queries",
+                row: 1
+            }
+        );
+    }
+}

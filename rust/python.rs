@@ -1,0 +1,221 @@
+//! The PyO3 binding: converts arrays (no copies), leaves the interpreter while a
+//! kernel runs on the thread pool, and turns kernel errors into `ValueError`.
+//! It knows nothing of the algorithms; argument checks that need Python types
+//! (dtypes, ndim) live in the Python wrappers.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::error::KernelError;
+use crate::{pool, Metric};
+
+/// A float32 or float64 matrix, borrowed from numpy without a copy.
+#[derive(FromPyObject)]
+enum Matrix<'py> {
+    F32(PyReadonlyArray2<'py, f32>),
+    F64(PyReadonlyArray2<'py, f64>),
+}
+
+#[derive(FromPyObject)]
+enum Vector<'py> {
+    F32(PyReadonlyArray1<'py, f32>),
+    F64(PyReadonlyArray1<'py, f64>),
+}
+
+/// Run a kernel without the GIL, on the kernels' pool. A panic is caught here
+/// and reported as a RuntimeError: it never unwinds into Python.
+fn run<R: Send>(
+    py: Python<'_>,
+    kernel: impl FnOnce() -> Result<R, KernelError> + Send,
+) -> PyResult<R> {
+    let outcome = py.detach(|| pool::install(|| catch_unwind(AssertUnwindSafe(kernel))));
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(PyValueError::new_err(e.to_string())),
+        Err(_) => Err(PyRuntimeError::new_err(
+            "internal error in an alphanet_fast kernel; please report it with the input shapes",
+        )),
+    }
+}
+
+fn contiguous<'a, T: numpy::Element>(
+    a: &'a PyReadonlyArray1<'_, T>,
+    arg: &str,
+) -> PyResult<&'a [T]> {
+    a.as_slice()
+        .map_err(|_| PyValueError::new_err(format!("{arg}: expected a contiguous 1-d array")))
+}
+
+fn mixed(arg: &str) -> PyErr {
+    PyTypeError::new_err(format!(
+        "{arg}: dtype differs from the first array's (float32 vs float64)"
+    ))
+}
+
+#[pyfunction]
+fn class_means<'py>(
+    py: Python<'py>,
+    features: Matrix<'py>,
+    labels: PyReadonlyArray1<'py, i64>,
+    n_classes: usize,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray1<i64>>)> {
+    let labels = contiguous(&labels, "labels")?;
+    let (means, counts) = match &features {
+        Matrix::F32(x) => {
+            let x = x.as_array();
+            let (m, c) = run(py, || crate::class_means(x, labels, n_classes))?;
+            (m.into_pyarray(py).into_any(), c)
+        }
+        Matrix::F64(x) => {
+            let x = x.as_array();
+            let (m, c) = run(py, || crate::class_means(x, labels, n_classes))?;
+            (m.into_pyarray(py).into_any(), c)
+        }
+    };
+    Ok((means, counts.into_pyarray(py)))
+}
+
+#[pyfunction]
+fn class_sums<'py>(
+    py: Python<'py>,
+    features: Matrix<'py>,
+    labels: PyReadonlyArray1<'py, i64>,
+    n_classes: usize,
+) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<i64>>)> {
+    let labels = contiguous(&labels, "labels")?;
+    let sums = match &features {
+        Matrix::F32(x) => {
+            let x = x.as_array();
+            run(py, || crate::class_sums(x, labels, n_classes))?
+        }
+        Matrix::F64(x) => {
+            let x = x.as_array();
+            run(py, || crate::class_sums(x, labels, n_classes))?
+        }
+    };
+    Ok((sums.sums.into_pyarray(py), sums.counts.into_pyarray(py)))
+}
+
+#[pyfunction]
+fn nearest_neighbors<'py>(
+    py: Python<'py>,
+    queries: Matrix<'py>,
+    pool: Matrix<'py>,
+    k: usize,
+    metric: &str,
+) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyAny>)> {
+    let metric = match metric {
+        "euclidean" => Metric::Euclidean,
+        "cosine" => Metric::Cosine,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "metric: expected 'euclidean' or 'cosine', found {other:?}"
+            )))
+        }
+    };
+    match (&queries, &pool) {
+        (Matrix::F32(q), Matrix::F32(p)) => {
+            let (q, p) = (q.as_array(), p.as_array());
+            let (i, d) = run(py, || crate::nearest_neighbors(q, p, k, metric))?;
+            Ok((i.into_pyarray(py), d.into_pyarray(py).into_any()))
+        }
+        (Matrix::F64(q), Matrix::F64(p)) => {
+            let (q, p) = (q.as_array(), p.as_array());
+            let (i, d) = run(py, || crate::nearest_neighbors(q, p, k, metric))?;
+            Ok((i.into_pyarray(py), d.into_pyarray(py).into_any()))
+        }
+        _ => Err(mixed("pool")),
+    }
+}
+
+#[pyfunction]
+#[allow(non_snake_case)]
+fn combine<'py>(
+    py: Python<'py>,
+    W: Matrix<'py>,
+    targets: PyReadonlyArray1<'py, i64>,
+    neighbors: PyReadonlyArray2<'py, i64>,
+    alphas: PyReadonlyArray2<'py, f64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let targets = contiguous(&targets, "targets")?;
+    let (n, a) = (neighbors.as_array(), alphas.as_array());
+    Ok(match &W {
+        Matrix::F32(w) => {
+            let w = w.as_array();
+            run(py, || crate::combine(w, targets, n, a))?
+                .into_pyarray(py)
+                .into_any()
+        }
+        Matrix::F64(w) => {
+            let w = w.as_array();
+            run(py, || crate::combine(w, targets, n, a))?
+                .into_pyarray(py)
+                .into_any()
+        }
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (features, W, b, k))]
+#[allow(non_snake_case)]
+fn topk_scores<'py>(
+    py: Python<'py>,
+    features: Matrix<'py>,
+    W: Matrix<'py>,
+    b: Option<Vector<'py>>,
+    k: usize,
+) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyAny>)> {
+    match (&features, &W) {
+        (Matrix::F32(x), Matrix::F32(w)) => {
+            let bias = match &b {
+                None => None,
+                Some(Vector::F32(v)) => Some(v),
+                Some(Vector::F64(_)) => return Err(mixed("b")),
+            };
+            let bias = bias.map(|v| contiguous(v, "b")).transpose()?;
+            let (x, w) = (x.as_array(), w.as_array());
+            let (i, s) = run(py, || crate::topk_scores(x, w, bias, k))?;
+            Ok((i.into_pyarray(py), s.into_pyarray(py).into_any()))
+        }
+        (Matrix::F64(x), Matrix::F64(w)) => {
+            let bias = match &b {
+                None => None,
+                Some(Vector::F64(v)) => Some(v),
+                Some(Vector::F32(_)) => return Err(mixed("b")),
+            };
+            let bias = bias.map(|v| contiguous(v, "b")).transpose()?;
+            let (x, w) = (x.as_array(), w.as_array());
+            let (i, s) = run(py, || crate::topk_scores(x, w, bias, k))?;
+            Ok((i.into_pyarray(py), s.into_pyarray(py).into_any()))
+        }
+        _ => Err(mixed("W")),
+    }
+}
+
+/// Number of threads the kernels use.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    pool::num_threads()
+}
+
+/// Set the kernels' thread count; 0 restores the default.
+#[pyfunction]
+fn set_num_threads(n: usize) {
+    pool::set_num_threads(n)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(class_means, m)?)?;
+    m.add_function(wrap_pyfunction!(class_sums, m)?)?;
+    m.add_function(wrap_pyfunction!(nearest_neighbors, m)?)?;
+    m.add_function(wrap_pyfunction!(combine, m)?)?;
+    m.add_function(wrap_pyfunction!(topk_scores, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add("THREADS_ENV", pool::THREADS_ENV)?;
+    Ok(())
+}
