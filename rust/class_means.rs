@@ -12,7 +12,7 @@
 //! offset per class, and `d` float64 per extra segment — a few tens of MiB at
 //! most, whatever the number of rows.
 
-use ndarray::{Array2, ArrayView1, ArrayView2};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
@@ -35,20 +35,90 @@ pub struct ClassSums {
     pub counts: Vec<i64>,
 }
 
-/// Add `row` to `acc` in float64.
+/// `acc[j] += values[j]` in float64, written so that the compiler vectorises it
+/// for whatever instruction set the caller enables.
+#[inline(always)]
+fn add_slice<T: Real>(acc: &mut [f64], values: &[T]) {
+    for (a, &v) in acc.iter_mut().zip(values) {
+        *a += v.to_f64();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_slice_avx512<T: Real>(acc: &mut [f64], values: &[T]) {
+    add_slice(acc, values)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_slice_avx2<T: Real>(acc: &mut [f64], values: &[T]) {
+    add_slice(acc, values)
+}
+
+/// Add `row` to `acc` in float64, with the widest vectors the CPU has. The sum
+/// of each element is the same sequence of additions whatever the vector width.
 #[inline]
 fn add_row<T: Real>(acc: &mut [f64], row: ArrayView1<T>) {
     match row.as_slice() {
         Some(values) => {
-            for (a, &v) in acc.iter_mut().zip(values) {
-                *a += v.to_f64();
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports the enabled feature (checked above).
+                    return unsafe { add_slice_avx512(acc, values) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: as above.
+                    return unsafe { add_slice_avx2(acc, values) };
+                }
             }
+            add_slice(acc, values)
         }
         None => {
             for (a, &v) in acc.iter_mut().zip(row.iter()) {
                 *a += v.to_f64();
             }
         }
+    }
+}
+
+/// Ask the CPU to start loading `row` into cache. Rows of a class are scattered
+/// through the block, so the hardware prefetcher cannot guess the next one.
+#[inline]
+fn prefetch_row<T: Real>(row: ArrayView1<T>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(values) = row.as_slice() {
+        let bytes = std::mem::size_of_val(values);
+        let base = values.as_ptr() as *const i8;
+        let mut offset = 0;
+        while offset < bytes {
+            // SAFETY: prefetch is a hint; the address lies inside the row's slice.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(base.add(offset), std::arch::x86_64::_MM_HINT_T0)
+            };
+            offset += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
+}
+
+/// How many rows ahead of the one being added to request from memory.
+const PREFETCH_AHEAD: usize = 2;
+
+/// Sum the rows `order[..]` (offset by `block_start`) into `acc`, loading the
+/// next row while adding the current one.
+#[inline]
+fn sum_rows<T: Real>(acc: &mut [f64], features: ArrayView2<T>, block_start: usize, rows: &[u32]) {
+    for &r in rows.iter().take(PREFETCH_AHEAD - 1) {
+        prefetch_row(features.row(block_start + r as usize));
+    }
+    for (i, &r) in rows.iter().enumerate() {
+        if let Some(&next) = rows.get(i + PREFETCH_AHEAD) {
+            prefetch_row(features.row(block_start + next as usize));
+        }
+        add_row(acc, features.row(block_start + r as usize));
     }
 }
 
@@ -80,6 +150,24 @@ pub fn class_sums<T: Real>(
     labels: &[i64],
     n_classes: usize,
 ) -> Result<ClassSums> {
+    let d = features.ncols();
+    let mut sums = Array2::<f64>::zeros((n_classes, d));
+    let mut counts = vec![0i64; n_classes];
+    accumulate_class_sums(features, labels, sums.view_mut(), &mut counts)?;
+    Ok(ClassSums { sums, counts })
+}
+
+/// Add the rows of `features` to the running per-class `sums` and `counts`
+/// (`n_classes` is `sums.nrows()`). Lets callers stream chunks of one data set,
+/// or supply buffers from their own allocator. On an error about the values of
+/// `features` (NaN, overflow) the accumulators hold partial sums.
+pub fn accumulate_class_sums<T: Real>(
+    features: ArrayView2<T>,
+    labels: &[i64],
+    mut sums: ArrayViewMut2<f64>,
+    counts: &mut [i64],
+) -> Result<()> {
+    let n_classes = sums.nrows();
     require_nonempty(features, "features")?;
     let (n, d) = features.dim();
     if labels.len() != n {
@@ -104,9 +192,22 @@ pub fn class_sums<T: Real>(
             message: format!("at most 2^32-1 rows, found {n}"),
         });
     }
-
-    let mut sums = vec![0.0f64; n_classes * d];
-    let mut counts = vec![0i64; n_classes];
+    if sums.ncols() != d || counts.len() != n_classes {
+        return Err(KernelError::Shape {
+            arg: "sums",
+            message: format!(
+                "expected ({n_classes}, {d}) sums and {n_classes} counts, found {:?} and {}",
+                sums.dim(),
+                counts.len()
+            ),
+        });
+    }
+    let Some(sums) = sums.as_slice_mut() else {
+        return Err(KernelError::Shape {
+            arg: "sums",
+            message: "expected a C-contiguous array".into(),
+        });
+    };
     let row_bytes = d * std::mem::size_of::<T>();
     let block_rows = (BLOCK_BYTES / row_bytes.max(1)).clamp(MIN_BLOCK_ROWS, MAX_BLOCK_ROWS);
 
@@ -147,7 +248,7 @@ pub fn class_sums<T: Real>(
             block_start,
             &order[..block_end - block_start],
             &segments,
-            &mut sums,
+            sums,
             d,
         );
         block_start = block_end;
@@ -162,8 +263,7 @@ pub fn class_sums<T: Real>(
             None => KernelError::Overflow { arg: "features" },
         });
     }
-    let sums = Array2::from_shape_vec((n_classes, d), sums).expect("shape matches length");
-    Ok(ClassSums { sums, counts })
+    Ok(())
 }
 
 /// Counting sort of a block's rows by label: rows of class `c` end up in
@@ -200,23 +300,17 @@ fn accumulate_block<T: Real>(
     let partials: Vec<Option<Vec<f64>>> = segments
         .par_iter()
         .map(|seg| {
-            let rows = order[seg.start..seg.end]
-                .iter()
-                .map(|&i| block_start + i as usize);
+            let rows = &order[seg.start..seg.end];
             if seg.shared {
                 let mut acc = vec![0.0f64; d];
-                for r in rows {
-                    add_row(&mut acc, features.row(r));
-                }
+                sum_rows(&mut acc, features, block_start, rows);
                 Some(acc)
             } else {
                 let ptr = sums_ptr;
                 // SAFETY: `seg.class` has exactly one segment in this block, so this
                 // task is the only writer of that row of `sums` during the phase.
                 let acc = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(seg.class * d), d) };
-                for r in rows {
-                    add_row(acc, features.row(r));
-                }
+                sum_rows(acc, features, block_start, rows);
                 None
             }
         })
@@ -261,17 +355,28 @@ pub fn class_means<T: Real>(
 ) -> Result<(Array2<T>, Vec<i64>)> {
     let ClassSums { sums, counts } = class_sums(features, labels, n_classes)?;
     let mut means = Array2::<T>::default(sums.dim());
-    for ((mut out, sum), &count) in means.outer_iter_mut().zip(sums.outer_iter()).zip(&counts) {
-        if count == 0 {
-            out.fill(T::from_f64(f64::NAN));
-        } else {
-            let c = count as f64;
-            for (o, &s) in out.iter_mut().zip(sum.iter()) {
-                *o = T::from_f64(s / c);
-            }
-        }
-    }
+    means_from_sums(sums.view(), &counts, means.view_mut());
     Ok((means, counts))
+}
+
+/// `out[c] = sums[c] / counts[c]` in the output's type; NaN rows where a count is 0.
+pub fn means_from_sums<T: Real>(sums: ArrayView2<f64>, counts: &[i64], mut out: ArrayViewMut2<T>) {
+    assert_eq!(sums.dim(), out.dim(), "sums and out differ in shape");
+    assert_eq!(sums.nrows(), counts.len(), "one count per row of sums");
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(sums.axis_iter(Axis(0)).into_par_iter())
+        .zip(counts.par_iter())
+        .for_each(|((mut row, sum), &count)| {
+            if count == 0 {
+                row.fill(T::from_f64(f64::NAN));
+            } else {
+                let c = count as f64;
+                for (o, &s) in row.iter_mut().zip(sum.iter()) {
+                    *o = T::from_f64(s / c);
+                }
+            }
+        });
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod error;
 mod matmul;
 pub mod neighbors;
 pub mod pool;
+pub mod probe;
 pub mod real;
 mod select;
 pub mod topk;
@@ -21,7 +22,7 @@ mod validate;
 #[cfg(feature = "python")]
 mod python;
 
-pub use class_means::{class_means, class_sums, ClassSums};
+pub use class_means::{accumulate_class_sums, class_means, class_sums, means_from_sums, ClassSums};
 pub use combine::combine;
 pub use error::KernelError;
 pub use neighbors::{nearest_neighbors, Metric};

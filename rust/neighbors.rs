@@ -132,7 +132,8 @@ pub fn nearest_neighbors<T: Real>(
                 let limit = kth + margin;
                 let exact: Vec<(f64, usize)> = approx
                     .into_iter()
-                    .filter(|&(a, _)| !(a > limit))
+                    // NaN (an overflowed estimate) keeps the row: it is then judged exactly.
+                    .filter(|&(a, _)| a.partial_cmp(&limit) != Some(std::cmp::Ordering::Greater))
                     .map(|(_, j)| {
                         (
                             exact_distance(queries.row(q), pool.row(j), qn, p_norms[j], metric),

@@ -5,7 +5,10 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -55,6 +58,60 @@ fn mixed(arg: &str) -> PyErr {
     ))
 }
 
+/// Float64 sums and int64 counts per class.
+type SumsAndCounts<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<i64>>);
+
+/// Per-class sums into buffers from numpy's allocator, which asks the kernel for
+/// huge pages: first-touching a large fresh buffer page by page costs more
+/// than the whole pass over the features on some machines.
+fn sums_in_numpy<'py>(
+    py: Python<'py>,
+    features: &Matrix<'py>,
+    labels: &[i64],
+    n_classes: usize,
+) -> PyResult<SumsAndCounts<'py>> {
+    let d = match features {
+        Matrix::F32(x) => x.shape()[1],
+        Matrix::F64(x) => x.shape()[1],
+    };
+    let sums = PyArray2::<f64>::zeros(py, [n_classes, d], false);
+    let counts = PyArray1::<i64>::zeros(py, n_classes, false);
+    {
+        let mut s = sums.readwrite();
+        let mut c = counts.readwrite();
+        let (s, c) = (s.as_array_mut(), c.as_slice_mut()?);
+        match features {
+            Matrix::F32(x) => {
+                let x = x.as_array();
+                run(py, || crate::accumulate_class_sums(x, labels, s, c))?
+            }
+            Matrix::F64(x) => {
+                let x = x.as_array();
+                run(py, || crate::accumulate_class_sums(x, labels, s, c))?
+            }
+        }
+    }
+    Ok((sums, counts))
+}
+
+fn means_in_numpy<'py, T: crate::Real + numpy::Element>(
+    py: Python<'py>,
+    sums: &Bound<'py, PyArray2<f64>>,
+    counts: &Bound<'py, PyArray1<i64>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (s, c) = (sums.readonly(), counts.readonly());
+    let means = PyArray2::<T>::zeros(py, [s.shape()[0], s.shape()[1]], false);
+    {
+        let mut m = means.readwrite();
+        let (s, c, m) = (s.as_array(), c.as_slice()?, m.as_array_mut());
+        run(py, || {
+            crate::means_from_sums(s, c, m);
+            Ok(())
+        })?;
+    }
+    Ok(means.into_any())
+}
+
 #[pyfunction]
 fn class_means<'py>(
     py: Python<'py>,
@@ -63,19 +120,12 @@ fn class_means<'py>(
     n_classes: usize,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray1<i64>>)> {
     let labels = contiguous(&labels, "labels")?;
-    let (means, counts) = match &features {
-        Matrix::F32(x) => {
-            let x = x.as_array();
-            let (m, c) = run(py, || crate::class_means(x, labels, n_classes))?;
-            (m.into_pyarray(py).into_any(), c)
-        }
-        Matrix::F64(x) => {
-            let x = x.as_array();
-            let (m, c) = run(py, || crate::class_means(x, labels, n_classes))?;
-            (m.into_pyarray(py).into_any(), c)
-        }
+    let (sums, counts) = sums_in_numpy(py, &features, labels, n_classes)?;
+    let means = match &features {
+        Matrix::F32(_) => means_in_numpy::<f32>(py, &sums, &counts)?,
+        Matrix::F64(_) => means_in_numpy::<f64>(py, &sums, &counts)?,
     };
-    Ok((means, counts.into_pyarray(py)))
+    Ok((means, counts))
 }
 
 #[pyfunction]
@@ -84,19 +134,9 @@ fn class_sums<'py>(
     features: Matrix<'py>,
     labels: PyReadonlyArray1<'py, i64>,
     n_classes: usize,
-) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<i64>>)> {
+) -> PyResult<SumsAndCounts<'py>> {
     let labels = contiguous(&labels, "labels")?;
-    let sums = match &features {
-        Matrix::F32(x) => {
-            let x = x.as_array();
-            run(py, || crate::class_sums(x, labels, n_classes))?
-        }
-        Matrix::F64(x) => {
-            let x = x.as_array();
-            run(py, || crate::class_sums(x, labels, n_classes))?
-        }
-    };
-    Ok((sums.sums.into_pyarray(py), sums.counts.into_pyarray(py)))
+    sums_in_numpy(py, &features, labels, n_classes)
 }
 
 #[pyfunction]
@@ -195,6 +235,21 @@ fn topk_scores<'py>(
     }
 }
 
+/// Sum of every element: a plain parallel read, the bandwidth yardstick of the benchmarks.
+#[pyfunction]
+fn _read_probe(py: Python<'_>, x: Matrix<'_>) -> PyResult<f64> {
+    match &x {
+        Matrix::F32(a) => {
+            let a = a.as_array();
+            run(py, || Ok(crate::probe::sum_all(a)))
+        }
+        Matrix::F64(a) => {
+            let a = a.as_array();
+            run(py, || Ok(crate::probe::sum_all(a)))
+        }
+    }
+}
+
 /// Number of threads the kernels use.
 #[pyfunction]
 fn get_num_threads() -> usize {
@@ -215,6 +270,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(combine, m)?)?;
     m.add_function(wrap_pyfunction!(topk_scores, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(_read_probe, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add("THREADS_ENV", pool::THREADS_ENV)?;
     Ok(())

@@ -18,6 +18,9 @@ use crate::real::Real;
 use crate::select::{best_k, rank_desc, top_k_desc};
 use crate::validate::{first_non_finite_row, require_finite, require_nonempty};
 
+/// The top-k `(score, class)` pairs of each row of a block, within one class tile.
+type RowWinners = Vec<Vec<(f64, usize)>>;
+
 pub const ROW_BLOCK: usize = 256;
 pub const CLASS_TILE: usize = 2048;
 pub const ROWS_PER_PASS: usize = 16 * ROW_BLOCK;
@@ -70,7 +73,7 @@ pub fn topk_scores<T: Real>(
         let p1 = (p0 + ROWS_PER_PASS).min(n);
         let blocks = (p1 - p0).div_ceil(ROW_BLOCK);
         // One entry per (block, tile), block-major: winners of every row of the block.
-        let winners: Vec<Option<Vec<Vec<(f64, usize)>>>> = (0..blocks * tiles)
+        let winners: Vec<Option<RowWinners>> = (0..blocks * tiles)
             .into_par_iter()
             .map_init(Vec::new, |buffer: &mut Vec<T>, task| {
                 let (b, t) = (task / tiles, task % tiles);
@@ -108,8 +111,7 @@ pub fn topk_scores<T: Real>(
                 row: p0 + row,
             });
         }
-        let mut winners: Vec<Vec<Vec<(f64, usize)>>> =
-            winners.into_iter().map(Option::unwrap).collect();
+        let mut winners: Vec<RowWinners> = winners.into_iter().map(Option::unwrap).collect();
         for b in 0..blocks {
             let r0 = p0 + b * ROW_BLOCK;
             let r1 = (r0 + ROW_BLOCK).min(p1);
