@@ -3,6 +3,18 @@
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "class_means",
+    "class_sums",
+    "nearest_neighbors",
+    "combine",
+    "topk_scores",
+    "get_num_threads",
+    "_read_probe",
+    "set_num_threads",
+    "THREADS_ENV",
+]
+
 THREADS_ENV: str
 
 def class_means(

@@ -110,7 +110,9 @@ def int_array(x: Any, name: str, *, ndim: int = 1) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def labels_array(y: Any, name: str, *, n_rows: int, n_classes: int | None) -> tuple[np.ndarray, int]:
+def labels_array(
+    y: Any, name: str, *, n_rows: int, n_classes: int | None
+) -> tuple[np.ndarray, int]:
     """Labels as contiguous int64, checked against the rows and the class count."""
     labels = int_array(y, name)
     if labels.shape[0] != n_rows:

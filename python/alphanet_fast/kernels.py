@@ -157,9 +157,7 @@ def nearest_neighbors(
     q = float_matrix(queries, "queries", dtype=dtype)
     p = float_matrix(pool, "pool", dtype=dtype)
     if p.shape[1] != q.shape[1]:
-        raise ValueError(
-            f"pool: expected {q.shape[1]} columns (as queries), found shape {p.shape}"
-        )
+        raise ValueError(f"pool: expected {q.shape[1]} columns (as queries), found shape {p.shape}")
     k = positive_int(k, "k", upper=p.shape[0], what="rows of pool")
     return _core.nearest_neighbors(q, p, k, metric)
 
@@ -218,9 +216,7 @@ def combine(W: Any, targets: Any, neighbors: Any, alphas: Any) -> np.ndarray:
     return _core.combine(w, t, np.ascontiguousarray(n), a)
 
 
-def topk_scores(
-    features: Any, W: Any, b: Any = None, k: int = 5
-) -> tuple[np.ndarray, np.ndarray]:
+def topk_scores(features: Any, W: Any, b: Any = None, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """The k highest-scoring classes of ``features @ W.T + b``, without the full score matrix.
 
     Rows are scored block by block (256 rows x 2048 classes at a time) and only

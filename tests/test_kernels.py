@@ -1,0 +1,294 @@
+"""The four Rust kernels against plain float64 numpy references.
+
+Values drawn from small integer grids make every product and sum exact in
+float32 and float64, so ties are real ties and indices can be compared exactly;
+continuous values are compared with a tolerance on the distances/scores.
+"""
+
+from __future__ import annotations
+
+import alphanet_fast as af
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+DTYPES = [np.float32, np.float64]
+
+
+# ---------------------------------------------------------------- references
+
+
+def ref_class_means(x, y, c):
+    x = np.asarray(x, dtype=np.float64)
+    sums = np.zeros((c, x.shape[1]))
+    np.add.at(sums, y, x)
+    counts = np.bincount(y, minlength=c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    means[counts == 0] = np.nan
+    return means, counts
+
+
+def ref_distances(q, p, metric):
+    q = np.asarray(q, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if metric == "euclidean":
+        return np.sqrt(((q[:, None, :] - p[None, :, :]) ** 2).sum(-1))
+    qn = np.linalg.norm(q, axis=1)
+    pn = np.linalg.norm(p, axis=1)
+    return 1.0 - (q @ p.T) / np.outer(qn, pn)
+
+
+def ref_nearest(q, p, k, metric):
+    dist = ref_distances(q, p, metric)
+    order = np.lexsort((np.broadcast_to(np.arange(p.shape[0]), dist.shape), dist), axis=1)
+    idx = order[:, :k]
+    return idx, np.take_along_axis(dist, idx, 1)
+
+
+def ref_topk(x, w, b, k):
+    s = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    if b is not None:
+        s = s + np.asarray(b, np.float64)
+    order = np.lexsort((np.broadcast_to(np.arange(w.shape[0]), s.shape), -s), axis=1)
+    idx = order[:, :k]
+    return idx, np.take_along_axis(s, idx, 1)
+
+
+def grid_matrix(rows, cols, lo=-4, hi=4):
+    return hnp.arrays(np.float64, st.tuples(rows, cols), elements=st.integers(lo, hi).map(float))
+
+
+# ---------------------------------------------------------------- class_means
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_class_means_random(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5000, 37)).astype(dtype)
+    y = rng.integers(0, 50, 5000)
+    y[y == 7] = 8  # class 7 stays empty
+    means, counts = af.class_means(x, y, 50)
+    ref, ref_counts = ref_class_means(x, y, 50)
+    assert means.dtype == dtype
+    np.testing.assert_array_equal(counts, ref_counts)
+    assert np.isnan(means[7]).all()
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(means[counts > 0], ref[counts > 0], rtol=tol, atol=tol)
+
+
+@given(
+    data=st.data(),
+    n=st.integers(1, 60),
+    d=st.integers(1, 9),
+    c=st.integers(1, 8),
+    scale=st.sampled_from([1.0, 1e-30, 1e30]),
+    dtype=st.sampled_from(DTYPES),
+)
+def test_class_means_hypothesis(data, n, d, c, scale, dtype):
+    x = data.draw(grid_matrix(st.just(n), st.just(d))) * scale
+    x = x.astype(dtype)
+    y = data.draw(hnp.arrays(np.int64, n, elements=st.integers(0, c - 1)))
+    means, counts = af.class_means(x, y, c)
+    ref, ref_counts = ref_class_means(x, y, c)
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_allclose(means, ref.astype(dtype), rtol=1e-6, equal_nan=True)
+
+
+def test_class_means_layouts_and_memmap(tmp_path):
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((3000, 24)).astype(np.float32)
+    y = rng.integers(0, 11, 1500)
+    want, _ = af.class_means(np.ascontiguousarray(base[::2]), y, 11)
+    views = {
+        "strided": base[::2],
+        "fortran": np.asfortranarray(base[::2]),
+        "reversed": base[-2::-2][::-1],
+        "column_slice": np.ascontiguousarray(np.hstack([base[::2], base[::2]]))[:, :24],
+    }
+    path = tmp_path / "x.npy"
+    np.save(path, np.ascontiguousarray(base[::2]))
+    views["memmap"] = np.load(path, mmap_mode="r")
+    for name, view in views.items():
+        got, _ = af.class_means(view, y, 11)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_class_sums_merge():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1000, 8))
+    y = rng.integers(0, 5, 1000)
+    s1, c1 = af.class_sums(x[:400], y[:400], 5)
+    s2, c2 = af.class_sums(x[400:], y[400:], 5)
+    means, counts = af.class_means(x, y, 5)
+    np.testing.assert_array_equal(c1 + c2, counts)
+    np.testing.assert_allclose((s1 + s2) / (c1 + c2)[:, None], means, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- nearest_neighbors
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nearest_random(metric, dtype):
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((70, 50)).astype(dtype)
+    p = rng.standard_normal((900, 50)).astype(dtype)
+    idx, dist = af.nearest_neighbors(q, p, k=6, metric=metric)
+    ref_idx, ref_dist = ref_nearest(q, p, 6, metric)
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert dist.dtype == dtype
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@given(
+    data=st.data(),
+    nq=st.integers(1, 12),
+    m=st.integers(1, 40),
+    d=st.integers(1, 6),
+    metric=st.sampled_from(["euclidean", "cosine"]),
+    dtype=st.sampled_from(DTYPES),
+    # Powers of two keep every product exact, so ties stay exact ties.
+    scale=st.sampled_from([1.0, 2.0**-40, 2.0**40]),
+)
+def test_nearest_hypothesis_exact_ties(data, nq, m, d, metric, dtype, scale):
+    # Small integer grids: duplicates and exact ties are common.
+    q = data.draw(grid_matrix(st.just(nq), st.just(d), -2, 2))
+    p = data.draw(grid_matrix(st.just(m), st.just(d), -2, 2))
+    if metric == "cosine":
+        q[np.all(q == 0, axis=1), 0] = 1.0
+        p[np.all(p == 0, axis=1), 0] = 1.0
+    k = data.draw(st.integers(1, m))
+    q, p = (q * scale).astype(dtype), (p * scale).astype(dtype)
+    idx, dist = af.nearest_neighbors(q, p, k=k, metric=metric)
+    ref_idx, ref_dist = ref_nearest(q, p, k, metric)
+    if metric == "euclidean":
+        np.testing.assert_array_equal(idx, ref_idx)
+    else:
+        # Cosine values of different integer vectors can coincide only up to
+        # rounding; compare distances, and indices where the values are apart.
+        np.testing.assert_allclose(dist, ref_dist, rtol=1e-6, atol=1e-6)
+        gaps = np.abs(np.diff(np.sort(ref_distances(q, p, metric), axis=1), axis=1))
+        if gaps.size == 0 or (gaps[gaps > 0].min(initial=1.0) > 1e-9):
+            np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(dist, ref_dist.astype(dtype), rtol=1e-6, atol=1e-6 * scale)
+
+
+def test_nearest_ill_conditioned_offsets():
+    # A large common offset makes |q|^2 - 2q.p + |p|^2 cancel badly in float32;
+    # the result must still be the exact order.
+    rng = np.random.default_rng(4)
+    q = (1e4 + rng.standard_normal((30, 128)) * 1e-1).astype(np.float32)
+    p = (1e4 + rng.standard_normal((500, 128)) * 1e-1).astype(np.float32)
+    idx, _ = af.nearest_neighbors(q, p, k=5)
+    ref_idx, _ = ref_nearest(q, p, 5, "euclidean")
+    np.testing.assert_array_equal(idx, ref_idx)
+
+
+def test_nearest_mixed_dtypes_and_layouts():
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal((10, 16))
+    p = rng.standard_normal((40, 16)).astype(np.float32)
+    idx, dist = af.nearest_neighbors(q, np.asfortranarray(p)[::-1][::-1], k=3)
+    assert dist.dtype == np.float64
+    ref_idx, _ = ref_nearest(q, p, 3, "euclidean")
+    np.testing.assert_array_equal(idx, ref_idx)
+
+
+# ---------------------------------------------------------------- combine
+
+
+@given(
+    data=st.data(),
+    c=st.integers(2, 12),
+    d=st.integers(1, 7),
+    dtype=st.sampled_from(DTYPES),
+)
+def test_combine_hypothesis(data, c, d, dtype):
+    w = data.draw(grid_matrix(st.just(c), st.just(d))).astype(dtype)
+    f = data.draw(st.integers(1, c))
+    targets = np.array(data.draw(st.permutations(range(c)))[:f], dtype=np.int64)
+    k = data.draw(st.integers(0, 4))
+    neighbors = data.draw(hnp.arrays(np.int64, (f, k), elements=st.integers(0, c - 1)))
+    alphas = data.draw(hnp.arrays(np.float64, (f, k + 1), elements=st.integers(-3, 3).map(float)))
+    before = w.copy()
+    out = af.combine(w, targets, neighbors, alphas)
+    ref = w.astype(np.float64).copy()
+    for t in range(f):
+        rows = np.concatenate([[targets[t]], neighbors[t]])
+        ref[targets[t]] = alphas[t] @ w.astype(np.float64)[rows]
+    np.testing.assert_array_equal(out, ref.astype(dtype))
+    np.testing.assert_array_equal(w, before)
+    assert out.dtype == dtype
+
+
+# ---------------------------------------------------------------- topk_scores
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_topk_random_many_tiles(dtype):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((700, 20)).astype(dtype)
+    w = rng.standard_normal((4200, 20)).astype(dtype)
+    b = rng.standard_normal(4200).astype(dtype)
+    idx, scores = af.topk_scores(x, w, b, k=5)
+    ref_idx, ref_scores = ref_topk(x, w, b, 5)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(scores, ref_scores, rtol=tol, atol=tol)
+    # Indices agree wherever the reference's neighbouring scores are apart.
+    full = np.sort(np.asarray(x, np.float64) @ np.asarray(w, np.float64).T + b, axis=1)[:, ::-1]
+    clear = (np.abs(np.diff(full[:, :6], axis=1)) > 1e-3).all(axis=1)
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(idx[clear], ref_idx[clear])
+
+
+@given(
+    data=st.data(),
+    n=st.integers(1, 20),
+    c=st.integers(1, 30),
+    d=st.integers(1, 5),
+    dtype=st.sampled_from(DTYPES),
+    with_bias=st.booleans(),
+)
+def test_topk_hypothesis_exact_ties(data, n, c, d, dtype, with_bias):
+    x = data.draw(grid_matrix(st.just(n), st.just(d), -2, 2)).astype(dtype)
+    w = data.draw(grid_matrix(st.just(c), st.just(d), -2, 2)).astype(dtype)
+    b = (
+        data.draw(hnp.arrays(dtype, c, elements=st.integers(-2, 2).map(float)))
+        if with_bias
+        else None
+    )
+    k = data.draw(st.integers(1, c))
+    idx, scores = af.topk_scores(x, w, b, k=k)
+    ref_idx, ref_scores = ref_topk(x, w, b, k)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(scores, ref_scores.astype(dtype))
+
+
+def test_topk_memmap_and_views(tmp_path):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((300, 12)).astype(np.float32)
+    w = rng.standard_normal((50, 12)).astype(np.float32)
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    want = af.topk_scores(x, w, k=4)
+    for view in (np.load(path, mmap_mode="r"), np.asfortranarray(x), x[::-1][::-1]):
+        got = af.topk_scores(view, np.asfortranarray(w), k=4)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_inputs_not_modified():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((100, 6)).astype(np.float32)
+    w = rng.standard_normal((9, 6)).astype(np.float32)
+    y = rng.integers(0, 9, 100)
+    copies = [a.copy() for a in (x, w, y)]
+    af.class_means(x, y)
+    af.nearest_neighbors(x[:5], w, k=3)
+    af.topk_scores(x, w, k=2)
+    af.combine(w, [0, 1], [[2], [3]], [[1.0, 0.5], [1.0, 0.5]])
+    for a, b in zip((x, w, y), copies):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,85 @@
+"""Results are bitwise identical whatever the thread count, and forked children work."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import textwrap
+
+import alphanet_fast as af
+import numpy as np
+
+SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys
+    import numpy as np
+    import alphanet_fast as af
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20000, 64)).astype(np.float32)
+    y = rng.integers(0, 300, 20000)
+    w = rng.standard_normal((3000, 64)).astype(np.float32)
+    h = hashlib.sha256()
+    means, counts = af.class_means(x, y, 300)
+    h.update(means.tobytes()); h.update(counts.tobytes())
+    for metric in ("euclidean", "cosine"):
+        for a in af.nearest_neighbors(means[:100], means, k=7, metric=metric):
+            h.update(a.tobytes())
+    for a in af.topk_scores(x[:3000], w, rng.standard_normal(3000).astype(np.float32), k=5):
+        h.update(a.tobytes())
+    h.update(af.combine(w, np.arange(50), rng.integers(0, 3000, (50, 5)),
+                        rng.standard_normal((50, 6))).tobytes())
+    print(af.get_num_threads(), h.hexdigest())
+    """
+)
+
+
+def run_with_threads(n):
+    env = dict(os.environ, ALPHANET_FAST_NUM_THREADS=str(n))
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True
+    )
+    threads, digest = out.stdout.split()
+    assert int(threads) == n
+    return digest
+
+
+def test_same_bits_with_one_two_and_three_threads():
+    digests = {n: run_with_threads(n) for n in (1, 2, 3)}
+    assert len(set(digests.values())) == 1, digests
+
+
+def test_set_num_threads_roundtrip():
+    before = af.get_num_threads()
+    try:
+        af.set_num_threads(1)
+        assert af.get_num_threads() == 1
+        x = np.random.default_rng(1).standard_normal((500, 8))
+        one = af.class_means(x, np.arange(500) % 7)[0]
+        af.set_num_threads(2)
+        assert af.get_num_threads() == 2
+        np.testing.assert_array_equal(af.class_means(x, np.arange(500) % 7)[0], one)
+    finally:
+        af.set_num_threads(0)
+    assert af.get_num_threads() == before or os.environ.get("ALPHANET_FAST_NUM_THREADS")
+
+
+def _child_means(queue):
+    x = np.arange(40.0).reshape(20, 2)
+    queue.put(af.class_means(x, np.arange(20) % 4)[0].tolist())
+
+
+def test_kernels_work_in_a_forked_child():
+    # The parent's pool threads do not exist in a forked child: the child must
+    # build its own pool rather than wait forever.
+    x = np.arange(40.0).reshape(20, 2)
+    want = af.class_means(x, np.arange(20) % 4)[0].tolist()
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_means, args=(queue,))
+    proc.start()
+    got = queue.get(timeout=120)
+    proc.join(timeout=120)
+    assert proc.exitcode == 0
+    assert got == want
