@@ -139,6 +139,44 @@ fn class_sums<'py>(
     sums_in_numpy(py, &features, labels, n_classes)
 }
 
+/// Add rows to running per-class sums and counts, in place.
+#[pyfunction]
+fn accumulate_class_sums<'py>(
+    py: Python<'py>,
+    features: Matrix<'py>,
+    labels: PyReadonlyArray1<'py, i64>,
+    mut sums: numpy::PyReadwriteArray2<'py, f64>,
+    mut counts: numpy::PyReadwriteArray1<'py, i64>,
+) -> PyResult<()> {
+    let labels = contiguous(&labels, "labels")?;
+    let (s, c) = (sums.as_array_mut(), counts.as_slice_mut()?);
+    match &features {
+        Matrix::F32(x) => {
+            let x = x.as_array();
+            run(py, || crate::accumulate_class_sums(x, labels, s, c))
+        }
+        Matrix::F64(x) => {
+            let x = x.as_array();
+            run(py, || crate::accumulate_class_sums(x, labels, s, c))
+        }
+    }
+}
+
+/// Per-class means from float64 sums and counts, in the given dtype.
+#[pyfunction]
+fn means_from_sums<'py>(
+    py: Python<'py>,
+    sums: Bound<'py, PyArray2<f64>>,
+    counts: Bound<'py, PyArray1<i64>>,
+    double: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    if double {
+        means_in_numpy::<f64>(py, &sums, &counts)
+    } else {
+        means_in_numpy::<f32>(py, &sums, &counts)
+    }
+}
+
 #[pyfunction]
 fn nearest_neighbors<'py>(
     py: Python<'py>,
@@ -266,6 +304,8 @@ fn set_num_threads(n: usize) {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(class_means, m)?)?;
     m.add_function(wrap_pyfunction!(class_sums, m)?)?;
+    m.add_function(wrap_pyfunction!(accumulate_class_sums, m)?)?;
+    m.add_function(wrap_pyfunction!(means_from_sums, m)?)?;
     m.add_function(wrap_pyfunction!(nearest_neighbors, m)?)?;
     m.add_function(wrap_pyfunction!(combine, m)?)?;
     m.add_function(wrap_pyfunction!(topk_scores, m)?)?;

@@ -6,6 +6,8 @@ import numpy.typing as npt
 __all__ = [
     "class_means",
     "class_sums",
+    "accumulate_class_sums",
+    "means_from_sums",
     "nearest_neighbors",
     "combine",
     "topk_scores",
@@ -23,6 +25,15 @@ def class_means(
 def class_sums(
     features: npt.NDArray[np.floating], labels: npt.NDArray[np.int64], n_classes: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
+def accumulate_class_sums(
+    features: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.int64],
+    sums: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.int64],
+) -> None: ...
+def means_from_sums(
+    sums: npt.NDArray[np.float64], counts: npt.NDArray[np.int64], double: bool
+) -> npt.NDArray[np.floating]: ...
 def nearest_neighbors(
     queries: npt.NDArray[np.floating], pool: npt.NDArray[np.floating], k: int, metric: str
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]: ...

@@ -9,9 +9,12 @@ only when the kernels cannot take them as they are.
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any
 
 import numpy as np
+
+from alphanet_fast._memory import as_array_or_path
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -19,6 +22,14 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _as_array(x: Any, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
+    if isinstance(x, (str, os.PathLike)):
+        # A path to a .npy file: memory-mapped, never read whole.
+        try:
+            return as_array_or_path(x)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"{name}: cannot read {os.fspath(x)!r} as a .npy array ({exc})"
+            ) from exc
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
         x = x.detach().cpu().numpy()
     try:

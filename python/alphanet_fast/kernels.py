@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from alphanet_fast import _core
+from alphanet_fast._memory import is_releasable, release_rows, row_chunks
 from alphanet_fast._validation import (
     float_dtype_of,
     float_matrix,
@@ -49,10 +50,13 @@ def class_means(
 
     Parameters
     ----------
-    features : array_like, shape (n, d)
+    features : array_like or path, shape (n, d)
         Feature rows, float32 or float64 (other numeric dtypes are converted
         to float64). C- or F-ordered arrays, strided views and
-        ``np.load(..., mmap_mode="r")`` arrays are read in place.
+        ``np.load(..., mmap_mode="r")`` arrays are read in place; a path to a
+        ``.npy`` file is memory-mapped. A memory-mapped file is read in chunks
+        of about 256 MiB whose pages are released after use, so the process
+        never holds more than one chunk of it.
     labels : array_like of int, shape (n,)
         Class of each row, in ``[0, n_classes)``.
     n_classes : int, optional
@@ -84,8 +88,31 @@ def class_means(
     """
     x = float_matrix(features, "features")
     y, n_classes = labels_array(labels, "labels", n_rows=x.shape[0], n_classes=n_classes)
+    if is_releasable(x):
+        sums, counts = _streamed_sums(x, y, n_classes)
+        return _core.means_from_sums(sums, counts, x.dtype == np.float64), counts
     means, counts = _core.class_means(x, y, n_classes)
     return means, counts
+
+
+def _streamed_sums(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class sums of a file-mapped matrix, chunk by chunk, releasing each chunk's pages."""
+    sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
+    counts = np.zeros(n_classes, dtype=np.int64)
+    for start, end in row_chunks(x):
+        try:
+            _core.accumulate_class_sums(x[start:end], y[start:end], sums, counts)
+        except ValueError as exc:
+            raise ValueError(_shift_row(str(exc), start)) from None
+        release_rows(x, start, end)
+    return sums, counts
+
+
+def _shift_row(message: str, offset: int) -> str:
+    """Renumber 'row N' in a chunk's error message to the row of the whole array."""
+    import re
+
+    return re.sub(r"row (\d+)", lambda m: f"row {int(m.group(1)) + offset}", message, count=1)
 
 
 def class_sums(
@@ -104,6 +131,8 @@ def class_sums(
     """
     x = float_matrix(features, "features")
     y, n_classes = labels_array(labels, "labels", n_rows=x.shape[0], n_classes=n_classes)
+    if is_releasable(x):
+        return _streamed_sums(x, y, n_classes)
     return _core.class_sums(x, y, n_classes)
 
 
@@ -259,6 +288,15 @@ def topk_scores(features: Any, W: Any, b: Any = None, k: int = 5) -> tuple[np.nd
         raise ValueError(f"W: expected {x.shape[1]} columns (as features), found shape {w.shape}")
     bias = None if b is None else float_vector(b, "b", length=w.shape[0], dtype=x.dtype)
     k = positive_int(k, "k", upper=w.shape[0], what="rows of W")
+    if is_releasable(x):
+        parts = []
+        for start, end in row_chunks(x):
+            try:
+                parts.append(_core.topk_scores(x[start:end], w, bias, k))
+            except ValueError as exc:
+                raise ValueError(_shift_row(str(exc), start)) from None
+            release_rows(x, start, end)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     return _core.topk_scores(x, w, bias, k)
 
 
