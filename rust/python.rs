@@ -313,5 +313,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_read_probe, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add("THREADS_ENV", pool::THREADS_ENV)?;
+    m.add("TOPK_ROW_BLOCK", crate::topk::ROW_BLOCK)?;
     Ok(())
 }

@@ -21,6 +21,9 @@ use crate::validate::{first_non_finite_row, require_finite, require_nonempty};
 /// The top-k `(score, class)` pairs of each row of a block, within one class tile.
 type RowWinners = Vec<Vec<(f64, usize)>>;
 
+/// Rows per GEMM call. A row's scores depend only on its position within its
+/// block, so splitting the rows at multiples of this gives bitwise the same
+/// result as one call (the Python streaming and Dask paths rely on it).
 pub const ROW_BLOCK: usize = 256;
 pub const CLASS_TILE: usize = 2048;
 pub const ROWS_PER_PASS: usize = 16 * ROW_BLOCK;

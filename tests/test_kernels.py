@@ -292,3 +292,27 @@ def test_inputs_not_modified():
     af.combine(w, [0, 1], [[2], [3]], [[1.0, 0.5], [1.0, 0.5]])
     for a, b in zip((x, w, y), copies):
         np.testing.assert_array_equal(a, b)
+
+
+def test_topk_split_at_row_blocks_is_bitwise_identical():
+    # Chunked scoring (memory maps, Dask) splits rows at multiples of the row block.
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1500, 300)).astype(np.float32)
+    w = rng.standard_normal((700, 300)).astype(np.float32)
+    whole = af.topk_scores(x, w, k=4)
+    block = af._core.TOPK_ROW_BLOCK
+    cut = 3 * block
+    parts = [af.topk_scores(x[:cut], w, k=4), af.topk_scores(x[cut:], w, k=4)]
+    for i in range(2):
+        np.testing.assert_array_equal(np.concatenate([p[i] for p in parts]), whole[i])
+
+
+def test_unaligned_buffers_are_accepted():
+    # Arrays unpickled from other processes may start at any byte.
+    raw = np.zeros(8 * 60 + 1, dtype=np.uint8)
+    x = np.frombuffer(raw.data, dtype=np.float64, count=60, offset=1).reshape(20, 3)
+    labels = np.frombuffer(np.zeros(8 * 20 + 1, np.uint8).data, np.int64, 20, offset=1)
+    assert not x.flags.aligned and not labels.flags.aligned
+    means, counts = af.class_means(x, labels, 2)
+    np.testing.assert_array_equal(counts, [20, 0])
+    np.testing.assert_array_equal(means[0], np.zeros(3))

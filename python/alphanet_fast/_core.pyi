@@ -15,9 +15,11 @@ __all__ = [
     "_read_probe",
     "set_num_threads",
     "THREADS_ENV",
+    "TOPK_ROW_BLOCK",
 ]
 
 THREADS_ENV: str
+TOPK_ROW_BLOCK: int
 
 def class_means(
     features: npt.NDArray[np.floating], labels: npt.NDArray[np.int64], n_classes: int

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast import _core
+
 #: Rows per chunk are chosen to read about this many bytes.
 CHUNK_BYTES = 256 << 20
 
@@ -53,7 +55,9 @@ def row_chunks(x: np.ndarray, chunk_bytes: int | None = None) -> Iterator[tuple[
     """``(start, end)`` row ranges of about ``chunk_bytes`` (default :data:`CHUNK_BYTES`) each."""
     chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     row_bytes = max(1, x.shape[1] * x.itemsize)
-    rows = max(1, chunk_bytes // row_bytes)
+    # Whole top-k row blocks per chunk, so chunked scoring is bitwise the one-call result.
+    align = _core.TOPK_ROW_BLOCK
+    rows = max(align, chunk_bytes // row_bytes // align * align)
     for start in range(0, x.shape[0], rows):
         yield start, min(start + rows, x.shape[0])
 

@@ -68,6 +68,10 @@ def float_matrix(
         raise ValueError(f"{name}: expected {ncols} columns, found shape {arr.shape}")
     if arr.dtype != target or not arr.dtype.isnative:
         arr = arr.astype(target.newbyteorder("="))
+    elif not arr.flags.aligned:
+        # Buffers unpickled from another process can start at any byte; the
+        # kernels need naturally aligned elements.
+        arr = arr.copy()
     return arr
 
 
@@ -79,7 +83,7 @@ def float_vector(x: Any, name: str, *, length: int, dtype: np.dtype) -> np.ndarr
         raise ValueError(f"{name}: expected a 1-d array, found {arr.ndim}-d with shape {arr.shape}")
     if arr.shape[0] != length:
         raise ValueError(f"{name}: expected {length} entries, found {arr.shape[0]}")
-    return np.ascontiguousarray(arr, dtype=np.dtype(dtype).newbyteorder("="))
+    return np.require(arr, dtype=np.dtype(dtype).newbyteorder("="), requirements=["C", "A"])
 
 
 def first_nonfinite_row(arr: np.ndarray) -> int | None:
@@ -118,7 +122,7 @@ def int_array(x: Any, name: str, *, ndim: int = 1) -> np.ndarray:
         )
     if kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
         raise ValueError(f"{name}: values beyond the int64 range")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return np.require(arr, dtype=np.int64, requirements=["C", "A"])
 
 
 def labels_array(

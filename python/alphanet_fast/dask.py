@@ -1,0 +1,215 @@
+"""Dask front-ends: the same results over ``dask.array`` inputs, for data sharded
+over many machines (install with ``pip install "alphanet_fast[dask]"``).
+
+Each chunk of rows is reduced where it lives by the Rust kernels (per-class
+float64 sums and counts, or per-row top-k), and only those small partial
+results travel: partial sums are merged pairwise in a fixed binary tree, so no
+worker holds more than one chunk plus two ``C x d`` sums, and the result does
+not depend on which worker ran what. ``correct`` computes the class means
+through Dask and gathers to the training process only the rows training
+actually uses (the few-split rows and the class-balanced draws of base rows).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError('alphanet_fast.dask needs Dask: pip install "alphanet_fast[dask]"') from exc
+
+from alphanet_fast import _core, kernels
+
+__all__ = ["class_means", "class_sums", "evaluate", "is_dask_array", "topk_scores"]
+
+
+def is_dask_array(x: Any) -> bool:
+    """Whether ``x`` is a ``dask.array.Array``."""
+    return isinstance(x, da.Array)
+
+
+def _row_blocks(features: Any, labels: Any, *, align: bool = False) -> tuple[list, list]:
+    """Delayed row chunks of the features (whole rows) and the matching labels.
+
+    With ``align``, row chunks are made multiples of the top-k kernel's row
+    block, so that scoring chunk by chunk is bitwise the same as scoring the
+    whole array at once.
+    """
+    if not is_dask_array(features):
+        raise TypeError(f"features: expected a dask array, found {type(features).__name__}")
+    if features.ndim != 2:
+        raise ValueError(f"features: expected a 2-d array, found shape {features.shape}")
+    x = features.rechunk({1: -1}) if len(features.chunks[1]) > 1 else features
+    block = _core.TOPK_ROW_BLOCK
+    if align and any(c % block for c in x.chunks[0][:-1]):
+        size = max(block, round(np.mean(x.chunks[0]) / block) * block)
+        x = x.rechunk({0: size})
+    y = labels if is_dask_array(labels) else da.from_array(np.asarray(labels), chunks=-1)
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"labels: expected {x.shape[0]} labels (one per row of features), found shape {y.shape}"
+        )
+    y = y.rechunk((x.chunks[0],))
+    return list(x.to_delayed().ravel()), list(y.to_delayed().ravel())
+
+
+def _merge(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]):
+    return a[0] + b[0], a[1] + b[1]
+
+
+def _tree(parts: list) -> Any:
+    """Pairwise merge in a fixed order: the same additions whatever the scheduling."""
+    while len(parts) > 1:
+        merged = [dask.delayed(_merge)(parts[i], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
+        if len(parts) % 2:
+            merged.append(parts[-1])
+        parts = merged
+    return parts[0]
+
+
+def class_sums(features: Any, labels: Any, n_classes: int | None = None):
+    """Per-class float64 sums and counts of a dask array of features.
+
+    Parameters
+    ----------
+    features : dask.array.Array, shape (n, d)
+        Float32 or float64 rows, chunked along rows (column chunks are merged).
+    labels : dask.array.Array or array_like of int, shape (n,)
+    n_classes : int, optional
+        Computed as ``labels.max() + 1`` (one extra pass over the labels) when
+        omitted.
+
+    Returns
+    -------
+    sums : ndarray of float64, shape (n_classes, d)
+    counts : ndarray of int64, shape (n_classes,)
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`alphanet_fast.class_sums`, with row numbers counted within
+        the offending chunk.
+    """
+    xs, ys = _row_blocks(features, labels)
+    if n_classes is None:
+        n_classes = (
+            int(da.max(labels if is_dask_array(labels) else np.asarray(labels)).compute()) + 1
+        )
+    parts = [dask.delayed(kernels.class_sums)(x, y, n_classes) for x, y in zip(xs, ys)]
+    sums, counts = _tree(parts).compute()
+    return sums, counts
+
+
+def class_means(features: Any, labels: Any, n_classes: int | None = None):
+    """Per-class means and counts of a dask array; see :func:`alphanet_fast.class_means`.
+
+    Returns
+    -------
+    means : ndarray, shape (n_classes, d)
+        In the features' dtype; NaN rows for classes with no rows.
+    counts : ndarray of int64, shape (n_classes,)
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np
+    >>> from alphanet_fast import dask as afd
+    >>> x = da.from_array(np.arange(8.0).reshape(4, 2), chunks=(2, 2))
+    >>> afd.class_means(x, np.array([0, 1, 0, 1]))[0]
+    array([[2., 3.],
+           [4., 5.]])
+    """
+    sums, counts = class_sums(features, labels, n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    means[counts == 0] = np.nan
+    return means.astype(features.dtype, copy=False), counts
+
+
+def topk_scores(features: Any, W: Any, b: Any = None, k: int = 5):
+    """Per-row top-k classes of a dask array of features; see :func:`alphanet_fast.topk_scores`.
+
+    Each chunk is scored by the Rust kernel where it lives; only the ``n x k``
+    results are gathered.
+    """
+    xs, _ = _row_blocks(features, np.zeros(features.shape[0], dtype=np.int64), align=True)
+    w = np.asarray(W)
+    parts = [dask.delayed(kernels.topk_scores)(x, w, b, k) for x in xs]
+    results = dask.compute(*parts)
+    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+
+def evaluate(features: Any, labels: Any, W: Any, b: Any = None, **kwargs: Any):
+    """:func:`alphanet_fast.evaluate` over a dask array of features.
+
+    Every chunk is evaluated where it lives (fused top-k, then per-split and
+    per-class hit counts); only the counts travel, and they are summed. The
+    result equals the in-memory evaluation of the whole array.
+
+    Parameters
+    ----------
+    features : dask.array.Array, shape (n, d)
+    labels : dask.array.Array or array_like of int, shape (n,)
+    W, b, **kwargs
+        As for :func:`alphanet_fast.evaluate` (``splits`` is required).
+
+    Returns
+    -------
+    EvaluationReport
+    """
+    from alphanet_fast.evaluation import EvaluationReport
+    from alphanet_fast.evaluation import evaluate as evaluate_in_memory
+
+    if "splits" not in kwargs:
+        raise TypeError("evaluate() missing required keyword argument: 'splits'")
+    splits = kwargs["splits"]
+    if kwargs.get("neighbors") is None and hasattr(splits, "few_classes"):
+        kwargs["neighbors"] = (np.asarray(splits.few_classes), np.asarray(splits.neighbors))
+    if hasattr(splits, "splits") and not hasattr(splits, "few"):
+        kwargs["splits"] = splits.splits  # ship the splits, not the whole result
+    xs, ys = _row_blocks(features, labels, align=True)
+    w = np.asarray(W)
+    parts = [dask.delayed(evaluate_in_memory)(x, y, w, b, **kwargs) for x, y in zip(xs, ys)]
+    reports: list[EvaluationReport] = list(dask.compute(*parts))
+    return _merge_reports(reports)
+
+
+def _merge_reports(reports: list) -> Any:
+    """One report from reports of disjoint chunks of rows, by summing hit counts."""
+    from alphanet_fast.evaluation import EvaluationReport
+
+    first = reports[0]
+    n_samples = {s: sum(r.n_samples[s] for r in reports) for s in first.n_samples}
+    class_counts = np.sum([r.class_counts for r in reports], axis=0)
+
+    def merged(get) -> dict[int, dict[str, float]]:
+        out: dict[int, dict[str, float]] = {}
+        for kk in first.ks:
+            out[kk] = {}
+            for s in first.n_samples:
+                hits = sum(round(get(r)[kk][s] * r.n_samples[s]) for r in reports if r.n_samples[s])
+                out[kk][s] = hits / n_samples[s] if n_samples[s] else float("nan")
+        return out
+
+    per_class = {}
+    for kk in first.ks:
+        hits = np.sum([np.nan_to_num(r.per_class[kk] * r.class_counts) for r in reports], axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_class[kk] = np.round(hits) / class_counts
+    few_errors = None
+    if first.few_errors is not None:
+        few_errors = {o: sum(r.few_errors[o] for r in reports) for o in first.few_errors}
+    return EvaluationReport(
+        ks=first.ks,
+        n_classes=first.n_classes,
+        accuracy=merged(lambda r: r.accuracy),
+        n_samples=n_samples,
+        per_class=per_class,
+        class_counts=class_counts,
+        split_of=first.split_of,
+        few_errors=few_errors,
+        group_accuracy=None if first.group_accuracy is None else merged(lambda r: r.group_accuracy),
+    )

@@ -1,0 +1,80 @@
+"""The Dask front-ends on a real two-process LocalCluster equal the in-memory path."""
+
+from __future__ import annotations
+
+import alphanet_fast as af
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+afd = pytest.importorskip("alphanet_fast.dask")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with distributed.Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    n, d, c = 6000, 24, 40
+    labels = rng.integers(0, c, n)
+    centres = rng.standard_normal((c, d)).astype(np.float32) * 3
+    x = centres[labels] + rng.standard_normal((n, d), dtype=np.float32)
+    w = centres + rng.standard_normal((c, d), dtype=np.float32) * 0.5
+    b = rng.standard_normal(c).astype(np.float32)
+    return x, labels, w, b
+
+
+def test_class_means_on_cluster(client, data):
+    x, y, _, _ = data
+    dx = da.from_array(x, chunks=(700, 10))  # uneven rows, split columns
+    dy = da.from_array(y, chunks=1000)
+    means, counts = afd.class_means(dx, dy)
+    ref, ref_counts = af.class_means(x, y)
+    np.testing.assert_array_equal(counts, ref_counts)
+    assert means.dtype == np.float32
+    np.testing.assert_allclose(means, ref, rtol=1e-6, atol=1e-6)
+    sums, _ = afd.class_sums(dx, y, 40)
+    ref_sums, _ = af.class_sums(x, y, 40)
+    np.testing.assert_allclose(sums, ref_sums, rtol=1e-12)
+
+
+def test_topk_and_evaluate_on_cluster(client, data):
+    x, y, w, b = data
+    dx = da.from_array(x, chunks=(999, 24))
+    idx, scores = afd.topk_scores(dx, w, b, k=3)
+    ref_idx, ref_scores = af.topk_scores(x, w, b, k=3)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(scores, ref_scores)
+
+    counts = np.bincount(y, minlength=40) * np.r_[np.full(10, 0.01), np.ones(30)]
+    splits = af.splits_from_counts(counts.astype(int), few_below=20, many_above=160)
+    few = splits.few
+    nb = np.tile(splits.base[:2], (len(few), 1))
+    groups = np.arange(40) // 4
+    kwargs = dict(splits=splits, k=(1, 5), neighbors=(few, nb), groups=groups)
+    got = afd.evaluate(dx, da.from_array(y, chunks=999), w, b, **kwargs)
+    want = af.evaluate(x, y, w, b, **kwargs)
+    assert got.n_samples == want.n_samples
+    assert got.few_errors == want.few_errors
+    for kk in want.ks:
+        for s, v in want.accuracy[kk].items():
+            assert got.accuracy[kk][s] == pytest.approx(v, abs=1e-12)
+            assert got.group_accuracy[kk][s] == pytest.approx(want.group_accuracy[kk][s], abs=1e-12)
+        np.testing.assert_allclose(got.per_class[kk], want.per_class[kk], equal_nan=True)
+
+
+def test_dask_errors(client, data):
+    x, y, _, _ = data
+    with pytest.raises(TypeError, match="features"):
+        afd.class_means(x, y)
+    with pytest.raises(ValueError, match="labels"):
+        afd.class_means(da.from_array(x, chunks=1000), y[:10])
