@@ -5,6 +5,8 @@ a learned combination of their nearest frequent classes' weights (AlphaNet,
 arXiv 2008.07073). The heavy kernels are exact, multi-threaded Rust.
 """
 
+from alphanet_fast import datasets
+from alphanet_fast.evaluation import EvaluationReport, evaluate, format_table
 from alphanet_fast.kernels import (
     class_means,
     class_sums,
@@ -14,11 +16,23 @@ from alphanet_fast.kernels import (
     set_num_threads,
     topk_scores,
 )
+from alphanet_fast.result import AlphaNetResult, load_result
+from alphanet_fast.splits import Splits, splits_from_counts
+from alphanet_fast.training import correct
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "AlphaNetResult",
+    "Splits",
+    "correct",
+    "datasets",
+    "load_result",
+    "splits_from_counts",
+    "EvaluationReport",
+    "evaluate",
+    "format_table",
     "class_means",
     "class_sums",
     "combine",
