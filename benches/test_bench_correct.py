@@ -1,0 +1,143 @@
+"""Speed and peak memory of ``correct()``, paired with the plain implementation of the method.
+
+By default the "small" profile, so the file also runs as a quick plain test
+(``pytest benches --benchmark-disable``). With ``ALPHANET_FAST_FULL_BENCH=1``:
+the ImageNet-LT profile at d = 2048 (115,846 train rows, 20,000 validation
+rows), default hyperparameters (25 epochs, validation every epoch), which is
+the issue's target: under 10 s on 2 cores, peak RSS within the inputs plus 600 MB.
+
+    ALPHANET_FAST_FULL_BENCH=1 pytest benches/test_bench_correct.py -s
+
+The peer, "naive", is the same method with no shortcut (W' formed and the
+batch scored against every class at each step, every validation row scored
+against all of W' each epoch), from ``tests/test_training.py``; it draws the
+same samples and starts from the same weights, so both learn the same alphas.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import alphanet_fast as af
+import numpy as np
+import pytest
+from alphanet_fast.datasets import make_long_tail
+
+FULL = os.environ.get("ALPHANET_FAST_FULL_BENCH") == "1"
+PROFILE = "imagenet_lt" if FULL else "small"
+MEMORY_HEADROOM_MB = 600
+ARRAYS = ("train_features", "train_labels", "val_features", "val_labels", "W", "b")
+
+
+def _naive_correct():
+    path = Path(__file__).resolve().parents[1] / "tests" / "test_training.py"
+    spec = importlib.util.spec_from_file_location("alphanet_naive_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.naive_correct
+
+
+@pytest.fixture(scope="module")
+def problem(tmp_path_factory):
+    data = make_long_tail(PROFILE, seed=0, n_test_per_class=0)
+    folder = tmp_path_factory.mktemp("bench_correct")
+    for name in ARRAYS:
+        np.save(folder / f"{name}.npy", getattr(data, name))
+    return data, folder
+
+
+def _mb(n_bytes: float) -> float:
+    return n_bytes / 2**20
+
+
+@pytest.mark.parametrize("impl", ["alphanet_fast", "naive"])
+def test_bench_correct(benchmark, problem, impl):
+    data, _ = problem
+    args = (data.train_features, data.train_labels, data.W, data.b)
+    val = (data.val_features, data.val_labels)
+    benchmark.group = f"correct, {PROFILE} profile, d={data.W.shape[1]}"
+    if impl == "alphanet_fast":
+        result = benchmark.pedantic(
+            lambda: af.correct(*args, val=val, progress=False), rounds=3 if FULL else 1
+        )
+        benchmark.extra_info["stages_s"] = {k: round(v, 3) for k, v in result.timings.items()}
+        benchmark.extra_info["best_epoch"] = result.best_epoch
+        print(f"\n[{impl}] stages (s):", json.dumps(benchmark.extra_info["stages_s"]))
+        assert result.alphas.shape == (result.few_classes.size, 6)
+        alphas = result.alphas
+    else:
+        naive = _naive_correct()
+        alphas, _ = benchmark.pedantic(lambda: naive(*args, val=val), rounds=1)
+    # Same method, same draws: the pair must agree, or the timing compares different work.
+    reference = af.correct(*args, val=val, progress=False)
+    np.testing.assert_allclose(alphas, reference.alphas, rtol=1e-3, atol=1e-3)
+
+
+MEASURE = textwrap.dedent(
+    """
+    import json, resource, sys, time
+    import numpy as np
+    import alphanet_fast as af
+    from alphanet_fast.datasets import make_long_tail
+
+    def status_bytes(field):
+        # Linux: this process's own figures. ru_maxrss is not: a child started by a
+        # big process (pytest holding the data) inherits the parent's peak through exec.
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+    # Warm up: torch loads code lazily on first use; that is not our working memory.
+    tiny = make_long_tail("small", n_classes=30, dim=8, seed=0, n_test_per_class=0)
+    af.correct(tiny.train_features, tiny.train_labels, tiny.W, tiny.b,
+               val=(tiny.val_features, tiny.val_labels), epochs=2, progress=False)
+    before_inputs = status_bytes("VmRSS")
+    a = {name: np.load(f"{sys.argv[1]}/{name}.npy") for name in sys.argv[2:]}
+    inputs = sum(arr.nbytes for arr in a.values())
+    start = time.perf_counter()
+    res = af.correct(a["train_features"], a["train_labels"], a["W"], a["b"],
+                     val=(a["val_features"], a["val_labels"]), progress=False)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"before_inputs": before_inputs, "inputs": inputs,
+                      "peak": status_bytes("VmHWM"),
+                      "seconds": seconds, "timings": res.timings}))
+    """
+)
+
+
+def test_peak_memory(problem):
+    """Peak RSS of a fresh process running correct() once, beyond the interpreter and torch.
+
+    Read from /proc/self/status (VmHWM) on Linux: ``ru_maxrss`` of a child includes
+    the peak of the process that started it (kept across exec), here pytest's.
+    """
+    _, folder = problem
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(folder), *ARRAYS],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    used = m["peak"] - m["before_inputs"]
+    limit = m["inputs"] + MEMORY_HEADROOM_MB * 2**20
+    print(
+        f"\n[{PROFILE}] correct() in a fresh process: {m['seconds']:.2f} s; inputs "
+        f"{_mb(m['inputs']):.0f} MB; peak RSS {_mb(m['peak']):.0f} MB, of which "
+        f"{_mb(m['before_inputs']):.0f} MB interpreter+torch before the inputs, so "
+        f"{_mb(used):.0f} MB for inputs + work (limit {_mb(limit):.0f} MB); "
+        f"stages {json.dumps({k: round(v, 3) for k, v in m['timings'].items()})}"
+    )
+    assert used <= limit, f"peak {_mb(used):.0f} MB above inputs + {MEMORY_HEADROOM_MB} MB"
