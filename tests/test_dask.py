@@ -78,3 +78,30 @@ def test_dask_errors(client, data):
         afd.class_means(x, y)
     with pytest.raises(ValueError, match="labels"):
         afd.class_means(da.from_array(x, chunks=1000), y[:10])
+
+
+def test_correct_with_dask_features_equals_in_memory(client):
+    data = af.datasets.make_long_tail("small", seed=3)
+    kwargs = dict(epochs=4, progress=False, seed=1)
+    want = af.correct(
+        data.train_features,
+        data.train_labels,
+        data.W,
+        data.b,
+        val=(data.val_features, data.val_labels),
+        **kwargs,
+    )
+    dx = da.from_array(data.train_features, chunks=(2500, -1))
+    dvx = da.from_array(data.val_features, chunks=(1000, -1))
+    got = afd.correct(
+        dx,
+        da.from_array(data.train_labels, chunks=2500),
+        data.W,
+        data.b,
+        val=(dvx, data.val_labels),
+        **kwargs,
+    )
+    np.testing.assert_array_equal(got.neighbors, want.neighbors)
+    assert got.best_epoch == want.best_epoch
+    np.testing.assert_allclose(got.alphas, want.alphas, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.W, want.W, rtol=1e-5, atol=1e-6)

@@ -23,8 +23,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError('alphanet_fast.dask needs Dask: pip install "alphanet_fast[dask]"') from exc
 
 from alphanet_fast import _core, kernels
+from alphanet_fast._rows import RowSource
 
-__all__ = ["class_means", "class_sums", "evaluate", "is_dask_array", "topk_scores"]
+__all__ = ["class_means", "class_sums", "correct", "evaluate", "is_dask_array", "topk_scores"]
 
 
 def is_dask_array(x: Any) -> bool:
@@ -213,3 +214,50 @@ def _merge_reports(reports: list) -> Any:
         few_errors=few_errors,
         group_accuracy=None if first.group_accuracy is None else merged(lambda r: r.group_accuracy),
     )
+
+
+class DaskRows(RowSource):
+    """A dask array seen by :func:`alphanet_fast.correct`: means through the
+    cluster, rows gathered on request."""
+
+    def __init__(self, array: Any):
+        if not is_dask_array(array) or array.ndim != 2:
+            raise TypeError(f"features: expected a 2-d dask array, found {type(array).__name__}")
+        kind = np.dtype(array.dtype).kind
+        if kind not in "fiu":
+            raise TypeError(f"features: expected a numeric array, found dtype {array.dtype}")
+        dtype = array.dtype if array.dtype in (np.float32, np.float64) else np.float64
+        super().__init__(array.shape, dtype)
+        self.array = array
+
+    def gather(self, rows: np.ndarray) -> np.ndarray:
+        block = self.array[rows].compute()
+        return np.asarray(block, dtype=self.dtype)
+
+    def class_means(self, labels: np.ndarray, n_classes: int):
+        return class_means(self.array, labels, n_classes)
+
+
+def correct(features: Any, labels: Any, W: Any, b: Any = None, *, val: Any = None, **kwargs: Any):
+    """:func:`alphanet_fast.correct` with training (and validation) features as dask arrays.
+
+    Class means are reduced on the cluster; only the few-split rows, the
+    class-balanced draws of base rows and the validation rows are gathered to
+    this process, which trains (on its GPU, if it has one). Labels are
+    brought here (one integer per row). Other arguments as for
+    :func:`alphanet_fast.correct`; the result is the same as for the same data
+    in memory, to float tolerance.
+
+    Returns
+    -------
+    AlphaNetResult
+    """
+    from alphanet_fast.training import correct as correct_in_memory
+
+    x = DaskRows(features) if is_dask_array(features) else features
+    y = np.asarray(labels.compute() if is_dask_array(labels) else labels)
+    if val is not None and isinstance(val, (tuple, list)) and len(val) == 2:
+        vx = DaskRows(val[0]) if is_dask_array(val[0]) else val[0]
+        vy = val[1].compute() if is_dask_array(val[1]) else val[1]
+        val = (vx, vy)
+    return correct_in_memory(x, y, W, b, val=val, **kwargs)

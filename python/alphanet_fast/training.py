@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from alphanet_fast._rows import RowSource
 from alphanet_fast._validation import (
     float_dtype_of,
     float_matrix,
@@ -149,7 +150,7 @@ def _user_neighbors(neighbors: Any, few: np.ndarray, is_base: np.ndarray, k: int
 def _val_pair(val: Any, d: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(val, (tuple, list)) or len(val) != 2:
         raise TypeError(f"val: expected a (features, labels) pair, found {type(val).__name__}")
-    vx = float_matrix(val[0], "val[0] (features)")
+    vx = val[0] if isinstance(val[0], RowSource) else float_matrix(val[0], "val[0] (features)")
     if vx.shape[1] != d:
         raise ValueError(f"val[0] (features): expected {d} columns (as W), found shape {vx.shape}")
     vy, _ = labels_array(val[1], "val[1] (labels)", n_rows=vx.shape[0], n_classes=n_classes)
@@ -549,7 +550,8 @@ def correct(
     # ---- every check before any work
     W_arr = float_matrix(W, "W")
     n_classes, d = W_arr.shape
-    x = float_matrix(features, "features")
+    # A RowSource (Dask features) is read only through class_means and row gathers.
+    x = features if isinstance(features, RowSource) else float_matrix(features, "features")
     if x.shape[1] != d:
         raise ValueError(f"features: expected {d} columns (as W), found shape {x.shape}")
     y, _ = labels_array(labels, "labels", n_rows=x.shape[0], n_classes=n_classes)
@@ -665,7 +667,10 @@ def correct(
             distances = np.full(nb.shape, np.nan)
     else:
         with watch.stage("means"):
-            means, _ = class_means(x, y, n_classes)
+            if isinstance(x, RowSource):
+                means, _ = x.class_means(y, n_classes)
+            else:
+                means, _ = class_means(x, y, n_classes)
         with watch.stage("neighbors"):
             idx, dist = nearest_neighbors(means[few], means[base], k, metric)
             nb, distances = base[idx], dist.astype(np.float64)
