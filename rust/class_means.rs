@@ -1,18 +1,22 @@
 //! Per-class sums, counts and means of feature rows, in one streaming pass.
 //!
-//! Rows are taken in blocks of about [`BLOCK_BYTES`]. Inside a block the rows are
-//! grouped by class with a counting sort, so each class's running float64 sum
-//! stays in cache while its rows stream by (scattering rows straight into a
-//! `C x d` table thrashes the cache once `C x d` is large). A class with many rows
-//! in one block is cut into segments of [`SEGMENT_ROWS`] rows that are summed in
-//! parallel and then added in order. Block and segment boundaries depend only on
-//! the shapes, so the result is the same for every thread count.
+//! Rows are read in blocks of about [`BLOCK_BYTES`], in order. The columns are
+//! cut into stripes of a few cache lines; one task owns one stripe of the
+//! float64 sums table and adds the matching stripe of every row of the block
+//! into the row of that row's class. A stripe of the sums table (classes x
+//! stripe width) stays in cache while the block streams by, so rows are read
+//! sequentially at full memory bandwidth instead of being gathered class by
+//! class, and the sums never thrash even when the whole `C x d` table is far
+//! larger than the cache.
 //!
-//! Memory beyond the `C x d` float64 sums: one `u32` per row of a block, one
-//! offset per class, and `d` float64 per extra segment — a few tens of MiB at
-//! most, whatever the number of rows.
+//! Every element of the sums receives its rows in row order, one addition at a
+//! time, whatever the stripe width, block size or number of threads: the result
+//! is bitwise the plain sequential sum, and summing a matrix in consecutive
+//! chunks into the same table gives the same bits as one call.
+//!
+//! Memory beyond the `C x d` float64 sums: none that grows with the rows.
 
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
@@ -20,11 +24,13 @@ use crate::real::Real;
 use crate::validate::{first_non_finite_row, require_nonempty};
 
 /// Target size of the feature rows read per block.
-pub const BLOCK_BYTES: usize = 32 << 20;
-/// Largest number of rows of one class summed by one task.
-pub const SEGMENT_ROWS: usize = 256;
-const MIN_BLOCK_ROWS: usize = 1024;
-const MAX_BLOCK_ROWS: usize = 1 << 18;
+pub const BLOCK_BYTES: usize = 16 << 20;
+/// Widest stripe, in columns (four cache lines of float32).
+const MAX_STRIPE: usize = 128;
+/// Narrowest stripe: one cache line of float32.
+const MIN_STRIPE: usize = 16;
+/// Largest sums stripe (classes x width x 8 bytes) a task should keep hot.
+const STRIPE_CACHE_BYTES: usize = 16 << 20;
 
 /// Float64 sums and counts per class.
 #[derive(Debug, Clone)]
@@ -35,110 +41,109 @@ pub struct ClassSums {
     pub counts: Vec<i64>,
 }
 
-/// `acc[j] += values[j]` in float64, written so that the compiler vectorises it
-/// for whatever instruction set the caller enables.
+/// Add columns `c0..c1` of every row of `block` into the same columns of the
+/// row of `sums` given by that row's label, in row order.
 #[inline(always)]
-fn add_slice<T: Real>(acc: &mut [f64], values: &[T]) {
-    for (a, &v) in acc.iter_mut().zip(values) {
-        *a += v.to_f64();
+unsafe fn add_stripe_generic<T: Real>(
+    block: ArrayView2<T>,
+    labels: &[i64],
+    sums: SumsPtr,
+    d: usize,
+    c0: usize,
+    c1: usize,
+) {
+    let w = c1 - c0;
+    let (row_stride, col_stride) = (block.strides()[0], block.strides()[1]);
+    let base = block.as_ptr();
+    for (r, &label) in labels.iter().enumerate() {
+        let acc = std::slice::from_raw_parts_mut(sums.0.add(label as usize * d + c0), w);
+        let row = base.offset(r as isize * row_stride + c0 as isize * col_stride);
+        if col_stride == 1 {
+            let values = std::slice::from_raw_parts(row, w);
+            for (a, &v) in acc.iter_mut().zip(values) {
+                *a += v.to_f64();
+            }
+        } else {
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a += (*row.offset(j as isize * col_stride)).to_f64();
+            }
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn add_slice_avx512<T: Real>(acc: &mut [f64], values: &[T]) {
-    add_slice(acc, values)
+unsafe fn add_stripe_avx512<T: Real>(
+    block: ArrayView2<T>,
+    labels: &[i64],
+    sums: SumsPtr,
+    d: usize,
+    c0: usize,
+    c1: usize,
+) {
+    add_stripe_generic(block, labels, sums, d, c0, c1)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn add_slice_avx2<T: Real>(acc: &mut [f64], values: &[T]) {
-    add_slice(acc, values)
+unsafe fn add_stripe_avx2<T: Real>(
+    block: ArrayView2<T>,
+    labels: &[i64],
+    sums: SumsPtr,
+    d: usize,
+    c0: usize,
+    c1: usize,
+) {
+    add_stripe_generic(block, labels, sums, d, c0, c1)
 }
 
-/// Add `row` to `acc` in float64, with the widest vectors the CPU has. The sum
-/// of each element is the same sequence of additions whatever the vector width.
-#[inline]
-fn add_row<T: Real>(acc: &mut [f64], row: ArrayView1<T>) {
-    match row.as_slice() {
-        Some(values) => {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the enabled feature (checked above).
-                    return unsafe { add_slice_avx512(acc, values) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: as above.
-                    return unsafe { add_slice_avx2(acc, values) };
-                }
-            }
-            add_slice(acc, values)
-        }
-        None => {
-            for (a, &v) in acc.iter_mut().zip(row.iter()) {
-                *a += v.to_f64();
-            }
-        }
-    }
-}
-
-/// Ask the CPU to start loading `row` into cache. Rows of a class are scattered
-/// through the block, so the hardware prefetcher cannot guess the next one.
-#[inline]
-fn prefetch_row<T: Real>(row: ArrayView1<T>) {
+/// [`add_stripe_generic`] compiled for the widest vectors the CPU has. Each
+/// element still receives its rows one addition at a time, in row order.
+///
+/// # Safety
+/// `sums` must point to a `labels.len()`-independent table of at least
+/// `(max label + 1) x d` float64 that no other thread touches in columns
+/// `c0..c1`, and `c1 <= d == block.ncols()`.
+unsafe fn add_stripe<T: Real>(
+    block: ArrayView2<T>,
+    labels: &[i64],
+    sums: SumsPtr,
+    d: usize,
+    c0: usize,
+    c1: usize,
+) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(values) = row.as_slice() {
-        let bytes = std::mem::size_of_val(values);
-        let base = values.as_ptr() as *const i8;
-        let mut offset = 0;
-        while offset < bytes {
-            // SAFETY: prefetch is a hint; the address lies inside the row's slice.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch(base.add(offset), std::arch::x86_64::_MM_HINT_T0)
-            };
-            offset += 64;
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return add_stripe_avx512(block, labels, sums, d, c0, c1);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return add_stripe_avx2(block, labels, sums, d, c0, c1);
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
+    add_stripe_generic(block, labels, sums, d, c0, c1)
 }
 
-/// How many rows ahead of the one being added to request from memory.
-const PREFETCH_AHEAD: usize = 2;
-
-/// Sum the rows `order[..]` (offset by `block_start`) into `acc`, loading the
-/// next row while adding the current one.
-#[inline]
-fn sum_rows<T: Real>(acc: &mut [f64], features: ArrayView2<T>, block_start: usize, rows: &[u32]) {
-    for &r in rows.iter().take(PREFETCH_AHEAD - 1) {
-        prefetch_row(features.row(block_start + r as usize));
-    }
-    for (i, &r) in rows.iter().enumerate() {
-        if let Some(&next) = rows.get(i + PREFETCH_AHEAD) {
-            prefetch_row(features.row(block_start + next as usize));
-        }
-        add_row(acc, features.row(block_start + r as usize));
-    }
-}
-
-/// A run of rows of one class inside a block: `order[start..end]`.
-#[derive(Clone, Copy)]
-struct Segment {
-    class: usize,
-    start: usize,
-    end: usize,
-    /// Whether the class has more than one segment in this block.
-    shared: bool,
-}
-
-/// A pointer to the sums table that tasks write through, each to a row no other
-/// task of the same phase touches.
+/// A pointer to the sums table that tasks write through, each to a stripe of
+/// columns no other task touches.
 #[derive(Clone, Copy)]
 struct SumsPtr(*mut f64);
-// SAFETY: tasks write disjoint rows (see `accumulate_block`).
+// SAFETY: tasks write disjoint column stripes (see `accumulate_class_sums`).
 unsafe impl Send for SumsPtr {}
 unsafe impl Sync for SumsPtr {}
+
+/// Columns per stripe: wide enough to read whole cache lines, narrow enough
+/// that a stripe of the sums stays in cache, and enough stripes to keep every
+/// thread busy. Any width gives the same result.
+fn stripe_width(d: usize, n_classes: usize, threads: usize) -> usize {
+    let mut width = MAX_STRIPE;
+    while width > MIN_STRIPE
+        && (n_classes * width * 8 > STRIPE_CACHE_BYTES || d.div_ceil(width) < 2 * threads)
+    {
+        width /= 2;
+    }
+    width.min(d.max(1))
+}
 
 /// Per-class float64 sums and counts of the rows of `features`.
 ///
@@ -186,12 +191,6 @@ pub fn accumulate_class_sums<T: Real>(
         });
     }
     crate::validate::require_indices(labels, n_classes, "labels")?;
-    if n > u32::MAX as usize {
-        return Err(KernelError::Shape {
-            arg: "features",
-            message: format!("at most 2^32-1 rows, found {n}"),
-        });
-    }
     if sums.ncols() != d || counts.len() != n_classes {
         return Err(KernelError::Shape {
             arg: "sums",
@@ -208,49 +207,26 @@ pub fn accumulate_class_sums<T: Real>(
             message: "expected a C-contiguous array".into(),
         });
     };
-    let row_bytes = d * std::mem::size_of::<T>();
-    let block_rows = (BLOCK_BYTES / row_bytes.max(1)).clamp(MIN_BLOCK_ROWS, MAX_BLOCK_ROWS);
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
 
-    let mut offsets = vec![0usize; n_classes + 1];
-    let mut order = vec![0u32; block_rows.min(n)];
-    let mut segments: Vec<Segment> = Vec::new();
+    let width = stripe_width(d, n_classes, rayon::current_num_threads());
+    let stripes = d.div_ceil(width);
+    let block_rows = (BLOCK_BYTES / (d * std::mem::size_of::<T>()).max(1)).max(1);
+    let sums_ptr = SumsPtr(sums.as_mut_ptr());
     let mut block_start = 0;
     while block_start < n {
         let block_end = (block_start + block_rows).min(n);
+        let block = features.slice(ndarray::s![block_start..block_end, ..]);
         let block_labels = &labels[block_start..block_end];
-        group_by_class(
-            block_labels,
-            &mut offsets,
-            &mut order[..block_end - block_start],
-        );
-        segments.clear();
-        for class in 0..n_classes {
-            let (lo, hi) = (offsets[class], offsets[class + 1]);
-            if hi == lo {
-                continue;
-            }
-            counts[class] += (hi - lo) as i64;
-            let shared = hi - lo > SEGMENT_ROWS;
-            let mut s = lo;
-            while s < hi {
-                let e = (s + SEGMENT_ROWS).min(hi);
-                segments.push(Segment {
-                    class,
-                    start: s,
-                    end: e,
-                    shared,
-                });
-                s = e;
-            }
-        }
-        accumulate_block(
-            features,
-            block_start,
-            &order[..block_end - block_start],
-            &segments,
-            sums,
-            d,
-        );
+        (0..stripes).into_par_iter().for_each(|s| {
+            let c0 = s * width;
+            let c1 = (c0 + width).min(d);
+            // SAFETY: columns c0..c1 of every row of `sums` belong to this task
+            // alone, and every label was checked to be below n_classes.
+            unsafe { add_stripe(block, block_labels, sums_ptr, d, c0, c1) };
+        });
         block_start = block_end;
     }
 
@@ -264,84 +240,6 @@ pub fn accumulate_class_sums<T: Real>(
         });
     }
     Ok(())
-}
-
-/// Counting sort of a block's rows by label: rows of class `c` end up in
-/// `order[offsets[c]..offsets[c + 1]]`, in their original order.
-fn group_by_class(block_labels: &[i64], offsets: &mut [usize], order: &mut [u32]) {
-    offsets.fill(0);
-    for &l in block_labels {
-        offsets[l as usize + 1] += 1;
-    }
-    for c in 1..offsets.len() {
-        offsets[c] += offsets[c - 1];
-    }
-    // `next` walks each class's slot forward; offsets stay as starts.
-    let mut next: Vec<usize> = offsets[..offsets.len() - 1].to_vec();
-    for (i, &l) in block_labels.iter().enumerate() {
-        let slot = &mut next[l as usize];
-        order[*slot] = i as u32;
-        *slot += 1;
-    }
-}
-
-fn accumulate_block<T: Real>(
-    features: ArrayView2<T>,
-    block_start: usize,
-    order: &[u32],
-    segments: &[Segment],
-    sums: &mut [f64],
-    d: usize,
-) {
-    let sums_ptr = SumsPtr(sums.as_mut_ptr());
-    // Segments of a class that owns a single segment add straight into its row:
-    // no other task touches that row. Segments of a shared class sum into a
-    // private buffer that is added afterwards, in segment order.
-    let partials: Vec<Option<Vec<f64>>> = segments
-        .par_iter()
-        .map(|seg| {
-            let rows = &order[seg.start..seg.end];
-            if seg.shared {
-                let mut acc = vec![0.0f64; d];
-                sum_rows(&mut acc, features, block_start, rows);
-                Some(acc)
-            } else {
-                let ptr = sums_ptr;
-                // SAFETY: `seg.class` has exactly one segment in this block, so this
-                // task is the only writer of that row of `sums` during the phase.
-                let acc = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(seg.class * d), d) };
-                sum_rows(acc, features, block_start, rows);
-                None
-            }
-        })
-        .collect();
-
-    // Merge shared classes' partial sums, classes in parallel, segments in order.
-    let mut shared_runs: Vec<(usize, usize)> = Vec::new();
-    let mut i = 0;
-    while i < segments.len() {
-        if segments[i].shared {
-            let class = segments[i].class;
-            let start = i;
-            while i < segments.len() && segments[i].class == class {
-                i += 1;
-            }
-            shared_runs.push((start, i));
-        } else {
-            i += 1;
-        }
-    }
-    shared_runs.par_iter().for_each(|&(start, end)| {
-        let class = segments[start].class;
-        let ptr = sums_ptr;
-        // SAFETY: each run belongs to a distinct class, hence a distinct row.
-        let acc = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(class * d), d) };
-        for part in partials[start..end].iter().flatten() {
-            for (a, p) in acc.iter_mut().zip(part) {
-                *a += p;
-            }
-        }
-    });
 }
 
 /// Per-class means (in the features' type) and counts.
@@ -442,6 +340,37 @@ mod tests {
                 "{a} vs {b}"
             );
         }
+    }
+
+    #[test]
+    fn bitwise_the_sequential_sum_and_chunking_does_not_matter() {
+        let (n, d, c) = (9_000usize, 70usize, 13usize);
+        let mut seed = 21u64;
+        let x = Array2::from_shape_fn((n, d), |_| lcg(&mut seed) as f32 * 100.0);
+        let labels: Vec<i64> = (0..n).map(|i| ((i * 7919) % c) as i64).collect();
+        let mut plain = Array2::<f64>::zeros((c, d));
+        for (i, &l) in labels.iter().enumerate() {
+            for j in 0..d {
+                plain[[l as usize, j]] += x[[i, j]] as f64;
+            }
+        }
+        let whole = class_sums(x.view(), &labels, c).unwrap();
+        assert!(whole
+            .sums
+            .iter()
+            .zip(plain.iter())
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        let mut sums = Array2::<f64>::zeros((c, d));
+        let mut counts = vec![0i64; c];
+        for (lo, hi) in [(0, 1234), (1234, 1235), (1235, n)] {
+            let part = x.slice(ndarray::s![lo..hi, ..]);
+            accumulate_class_sums(part, &labels[lo..hi], sums.view_mut(), &mut counts).unwrap();
+        }
+        assert_eq!(counts, whole.counts);
+        assert!(sums
+            .iter()
+            .zip(plain.iter())
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
     }
 
     #[test]
