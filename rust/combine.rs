@@ -1,6 +1,6 @@
 //! Rebuild classifier rows as linear combinations of original rows.
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
@@ -19,10 +19,34 @@ pub fn combine<T: Real>(
     neighbors: ArrayView2<i64>,
     alphas: ArrayView2<f64>,
 ) -> Result<Array2<T>> {
+    let mut out = Array2::<T>::default(weight.dim());
+    combine_into(weight, targets, neighbors, alphas, out.view_mut())?;
+    Ok(out)
+}
+
+/// [`combine`] writing into `out` (same shape as `weight`, any layout), so that
+/// callers can supply memory from their own allocator.
+pub fn combine_into<T: Real>(
+    weight: ArrayView2<T>,
+    targets: &[i64],
+    neighbors: ArrayView2<i64>,
+    alphas: ArrayView2<f64>,
+    mut out: ArrayViewMut2<T>,
+) -> Result<()> {
     require_nonempty(weight, "W")?;
     let c = weight.nrows();
     let f = targets.len();
     let k = neighbors.ncols();
+    if out.dim() != weight.dim() {
+        return Err(KernelError::Shape {
+            arg: "out",
+            message: format!(
+                "expected shape {:?} (as W), found {:?}",
+                weight.dim(),
+                out.dim()
+            ),
+        });
+    }
     if neighbors.nrows() != f {
         return Err(KernelError::Shape {
             arg: "neighbors",
@@ -55,9 +79,10 @@ pub fn combine<T: Real>(
         },
         other => other,
     })?;
-    let mut seen = vec![usize::MAX; c];
+    // slot_of[class] = the target entry that rewrites it, if any.
+    let mut slot_of = vec![usize::MAX; c];
     for (t, &target) in targets.iter().enumerate() {
-        let slot = &mut seen[target as usize];
+        let slot = &mut slot_of[target as usize];
         if *slot != usize::MAX {
             return Err(KernelError::Value {
                 arg: "targets",
@@ -72,33 +97,31 @@ pub fn combine<T: Real>(
     require_finite(alphas, "alphas")?;
     require_finite(weight, "W")?;
 
-    let d = weight.ncols();
-    let rows: Vec<Vec<T>> = (0..f)
+    // One parallel pass over the output rows: a copy, or a combination of
+    // original rows. Each output row is written by exactly one task.
+    out.axis_iter_mut(Axis(0))
         .into_par_iter()
-        .map(|t| {
-            let mut acc = vec![0.0f64; d];
-            let a0 = alphas[[t, 0]];
-            for (o, &v) in acc.iter_mut().zip(weight.row(targets[t] as usize).iter()) {
-                *o = a0 * v.to_f64();
+        .enumerate()
+        .for_each(|(row, mut dst)| {
+            let t = slot_of[row];
+            if t == usize::MAX {
+                dst.assign(&weight.row(row));
+                return;
             }
+            let a0 = alphas[[t, 0]];
+            let mut acc: Vec<f64> = weight.row(row).iter().map(|v| a0 * v.to_f64()).collect();
             for i in 0..k {
                 let a = alphas[[t, i + 1]];
-                for (o, &v) in acc
-                    .iter_mut()
-                    .zip(weight.row(neighbors[[t, i]] as usize).iter())
-                {
+                let src = weight.row(neighbors[[t, i]] as usize);
+                for (o, &v) in acc.iter_mut().zip(src.iter()) {
                     *o += a * v.to_f64();
                 }
             }
-            acc.into_iter().map(T::from_f64).collect()
-        })
-        .collect();
-    let mut out = weight.as_standard_layout().into_owned();
-    for (t, row) in rows.into_iter().enumerate() {
-        out.row_mut(targets[t] as usize)
-            .assign(&ndarray::ArrayView1::from(&row[..]));
-    }
-    Ok(out)
+            for (o, v) in dst.iter_mut().zip(acc) {
+                *o = T::from_f64(v);
+            }
+        });
+    Ok(())
 }
 
 #[cfg(test)]

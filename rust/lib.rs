@@ -23,7 +23,7 @@ mod validate;
 mod python;
 
 pub use class_means::{accumulate_class_sums, class_means, class_sums, means_from_sums, ClassSums};
-pub use combine::combine;
+pub use combine::{combine, combine_into};
 pub use error::KernelError;
 pub use neighbors::{nearest_neighbors, Metric};
 pub use real::Real;

@@ -220,20 +220,28 @@ fn combine<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let targets = contiguous(&targets, "targets")?;
     let (n, a) = (neighbors.as_array(), alphas.as_array());
-    Ok(match &W {
-        Matrix::F32(w) => {
-            let w = w.as_array();
-            run(py, || crate::combine(w, targets, n, a))?
-                .into_pyarray(py)
-                .into_any()
-        }
-        Matrix::F64(w) => {
-            let w = w.as_array();
-            run(py, || crate::combine(w, targets, n, a))?
-                .into_pyarray(py)
-                .into_any()
-        }
-    })
+    // The output comes from numpy's allocator (huge pages for large arrays):
+    // first-touching a fresh W-sized buffer page by page costs more than the copy.
+    match &W {
+        Matrix::F32(w) => combine_in_numpy(py, w.as_array(), targets, n, a),
+        Matrix::F64(w) => combine_in_numpy(py, w.as_array(), targets, n, a),
+    }
+}
+
+fn combine_in_numpy<'py, T: crate::Real + numpy::Element>(
+    py: Python<'py>,
+    w: ndarray::ArrayView2<'_, T>,
+    targets: &[i64],
+    neighbors: ndarray::ArrayView2<'_, i64>,
+    alphas: ndarray::ArrayView2<'_, f64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let out = PyArray2::<T>::zeros(py, [w.nrows(), w.ncols()], false);
+    {
+        let mut o = out.readwrite();
+        let o = o.as_array_mut();
+        run(py, || crate::combine_into(w, targets, neighbors, alphas, o))?;
+    }
+    Ok(out.into_any())
 }
 
 #[pyfunction]
