@@ -25,6 +25,6 @@ mod python;
 pub use class_means::{accumulate_class_sums, class_means, class_sums, means_from_sums, ClassSums};
 pub use combine::{combine, combine_into};
 pub use error::KernelError;
-pub use neighbors::{nearest_neighbors, Metric};
+pub use neighbors::{nearest_neighbors, nearest_neighbors_from_dots, Metric};
 pub use real::Real;
 pub use topk::topk_scores;

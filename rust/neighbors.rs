@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::error::{KernelError, Result};
 use crate::matmul::a_bt;
 use crate::real::Real;
-use crate::select::{best_k, rank_asc};
+use crate::select::{best_k, rank_asc, top_k_desc};
 use crate::validate::{require_finite, require_nonempty};
 
 /// Distance between rows.
@@ -28,9 +28,9 @@ pub enum Metric {
 }
 
 /// Query rows per GEMM block, at most.
-const QUERY_BLOCK: usize = 256;
+const QUERY_BLOCK: usize = 128;
 /// Pool rows per GEMM tile.
-const POOL_TILE: usize = 512;
+const POOL_TILE: usize = 1024;
 /// Size of the dot-product buffer of one query block, at most.
 const BUFFER_BYTES: usize = 64 << 20;
 
@@ -47,17 +47,23 @@ fn norms<T: Real>(x: ArrayView2<T>) -> Vec<f64> {
         .collect()
 }
 
-/// `k` nearest rows of `pool` for every row of `queries`: `(indices, distances)`,
-/// both `n_queries x k`, nearest first, ties to the lower index.
-pub fn nearest_neighbors<T: Real>(
+/// Norms and the rounding-error factor shared by every query block.
+struct Prepared {
+    q_norms: Vec<f64>,
+    p_norms: Vec<f64>,
+    max_p_norm: f64,
+    gamma: f64,
+}
+
+fn prepare<T: Real>(
     queries: ArrayView2<T>,
     pool: ArrayView2<T>,
     k: usize,
     metric: Metric,
-) -> Result<(Array2<i64>, Array2<T>)> {
+) -> Result<Prepared> {
     require_nonempty(queries, "queries")?;
     require_nonempty(pool, "pool")?;
-    let (nq, d) = queries.dim();
+    let d = queries.ncols();
     let m = pool.nrows();
     if pool.ncols() != d {
         return Err(KernelError::Shape {
@@ -73,7 +79,6 @@ pub fn nearest_neighbors<T: Real>(
     }
     require_finite(queries, "queries")?;
     require_finite(pool, "pool")?;
-
     let q_norms = norms(queries);
     let p_norms = norms(pool);
     if metric == Metric::Cosine {
@@ -94,69 +99,145 @@ pub fn nearest_neighbors<T: Real>(
     } else {
         f64::INFINITY
     };
+    Ok(Prepared {
+        q_norms,
+        p_norms,
+        max_p_norm,
+        gamma,
+    })
+}
 
+/// `k` nearest rows of `pool` for every row of `queries`: `(indices, distances)`,
+/// both `n_queries x k`, nearest first, ties to the lower index.
+pub fn nearest_neighbors<T: Real>(
+    queries: ArrayView2<T>,
+    pool: ArrayView2<T>,
+    k: usize,
+    metric: Metric,
+) -> Result<(Array2<i64>, Array2<T>)> {
+    let prep = prepare(queries, pool, k, metric)?;
+    let nq = queries.nrows();
+    let m = pool.nrows();
     let query_block = (BUFFER_BYTES / (m * std::mem::size_of::<T>()).max(1)).clamp(1, QUERY_BLOCK);
     let mut indices = Array2::<i64>::zeros((nq, k));
     let mut distances = Array2::<T>::default((nq, k));
     let mut buffer = vec![T::zero(); query_block * m];
-
     let mut q0 = 0;
     while q0 < nq {
         let q1 = (q0 + query_block).min(nq);
         let qb = q1 - q0;
-        let block = queries.slice(ndarray::s![q0..q1, ..]);
-        fill_dots(block, pool, &mut buffer[..qb * m]);
+        fill_dots(
+            queries.slice(ndarray::s![q0..q1, ..]),
+            pool,
+            &mut buffer[..qb * m],
+        );
         let buf = &buffer[..qb * m];
-        let rows: Vec<Vec<(f64, usize)>> = (0..qb)
-            .into_par_iter()
-            .map(|i| {
-                let q = q0 + i;
-                let dots = row_of_tiles(buf, qb, m, i);
-                let qn = q_norms[q];
-                let approx: Vec<(f64, usize)> = match metric {
-                    Metric::Euclidean => dots
-                        .map(|(j, dot)| (qn * qn + p_norms[j] * p_norms[j] - 2.0 * dot, j))
-                        .collect(),
-                    Metric::Cosine => dots
-                        .map(|(j, dot)| (1.0 - dot / (qn * p_norms[j]), j))
-                        .collect(),
-                };
-                let margin = match metric {
-                    Metric::Euclidean => {
-                        2.0 * (2.0 * gamma * qn * max_p_norm)
-                            + 1e-13 * (qn * qn + max_p_norm * max_p_norm)
-                    }
-                    Metric::Cosine => 2.0 * gamma + 1e-13,
-                };
-                let kth = best_k(approx.clone(), k, rank_asc)[k - 1].0;
-                let limit = kth + margin;
-                let exact: Vec<(f64, usize)> = approx
-                    .into_iter()
-                    // NaN (an overflowed estimate) keeps the row: it is then judged exactly.
-                    .filter(|&(a, _)| a.partial_cmp(&limit) != Some(std::cmp::Ordering::Greater))
-                    .map(|(_, j)| {
-                        (
-                            exact_distance(queries.row(q), pool.row(j), qn, p_norms[j], metric),
-                            j,
-                        )
-                    })
-                    .collect();
-                best_k(exact, k, rank_asc)
-            })
-            .collect();
-        for (i, best) in rows.into_iter().enumerate() {
-            for (slot, (dist, j)) in best.into_iter().enumerate() {
-                indices[[q0 + i, slot]] = j as i64;
-                let shown = match metric {
-                    Metric::Euclidean => dist.max(0.0).sqrt(),
-                    Metric::Cosine => dist,
-                };
-                distances[[q0 + i, slot]] = T::from_f64(shown);
-            }
-        }
+        let rows = select_block(queries, pool, &prep, q0, q1, k, metric, |i| {
+            row_of_tiles(buf, qb, m, i)
+        });
+        write_rows(rows, q0, metric, &mut indices, &mut distances);
         q0 = q1;
     }
     Ok((indices, distances))
+}
+
+/// As [`nearest_neighbors`], with the dot products `dots[i, j] = queries[i] ·
+/// pool[j]` supplied by the caller (from any matrix product in the inputs'
+/// precision, e.g. an optimised BLAS). They only propose candidates: the answer
+/// comes from float64 distances and does not depend on how `dots` was rounded,
+/// as long as each dot is within the usual `γ_d |q| |p|` of the true value.
+pub fn nearest_neighbors_from_dots<T: Real>(
+    queries: ArrayView2<T>,
+    pool: ArrayView2<T>,
+    dots: ArrayView2<T>,
+    k: usize,
+    metric: Metric,
+) -> Result<(Array2<i64>, Array2<T>)> {
+    let prep = prepare(queries, pool, k, metric)?;
+    let (nq, m) = (queries.nrows(), pool.nrows());
+    if dots.dim() != (nq, m) {
+        return Err(KernelError::Shape {
+            arg: "dots",
+            message: format!("expected shape ({nq}, {m}), found {:?}", dots.dim()),
+        });
+    }
+    let mut indices = Array2::<i64>::zeros((nq, k));
+    let mut distances = Array2::<T>::default((nq, k));
+    let rows = select_block(queries, pool, &prep, 0, nq, k, metric, |i| {
+        dots.row(i).into_iter().map(|v| v.to_f64()).enumerate()
+    });
+    write_rows(rows, 0, metric, &mut indices, &mut distances);
+    Ok((indices, distances))
+}
+
+fn write_rows<T: Real>(
+    rows: Vec<Vec<(f64, usize)>>,
+    q0: usize,
+    metric: Metric,
+    indices: &mut Array2<i64>,
+    distances: &mut Array2<T>,
+) {
+    for (i, best) in rows.into_iter().enumerate() {
+        for (slot, (dist, j)) in best.into_iter().enumerate() {
+            indices[[q0 + i, slot]] = j as i64;
+            let shown = match metric {
+                Metric::Euclidean => dist.max(0.0).sqrt(),
+                Metric::Cosine => dist,
+            };
+            distances[[q0 + i, slot]] = T::from_f64(shown);
+        }
+    }
+}
+
+/// The k nearest of queries `q0..q1`, given each one's dots against the pool
+/// (`dots_of(i)` for query `q0 + i`, as `(pool index, dot)` in pool order).
+#[allow(clippy::too_many_arguments)]
+fn select_block<T: Real, I: Iterator<Item = (usize, f64)>>(
+    queries: ArrayView2<T>,
+    pool: ArrayView2<T>,
+    prep: &Prepared,
+    q0: usize,
+    q1: usize,
+    k: usize,
+    metric: Metric,
+    dots_of: impl Fn(usize) -> I + Sync,
+) -> Vec<Vec<(f64, usize)>> {
+    let (p_norms, max_p_norm, gamma) = (&prep.p_norms, prep.max_p_norm, prep.gamma);
+    (0..q1 - q0)
+        .into_par_iter()
+        .map_init(Vec::new, |neg_approx: &mut Vec<f64>, i| {
+            let q = q0 + i;
+            let qn = prep.q_norms[q];
+            // Negated approximate distances: the k largest are the k nearest.
+            neg_approx.clear();
+            neg_approx.extend(dots_of(i).map(|(j, dot)| match metric {
+                Metric::Euclidean => 2.0 * dot - qn * qn - p_norms[j] * p_norms[j],
+                Metric::Cosine => dot / (qn * p_norms[j]) - 1.0,
+            }));
+            let margin = match metric {
+                Metric::Euclidean => {
+                    2.0 * (2.0 * gamma * qn * max_p_norm)
+                        + 1e-13 * (qn * qn + max_p_norm * max_p_norm)
+                }
+                Metric::Cosine => 2.0 * gamma + 1e-13,
+            };
+            let kth = -top_k_desc(neg_approx, 0, k)[k - 1].0;
+            let limit = kth + margin;
+            let exact: Vec<(f64, usize)> = neg_approx
+                .iter()
+                .enumerate()
+                // NaN (an overflowed estimate) keeps the row: it is then judged exactly.
+                .filter(|&(_, &a)| (-a).partial_cmp(&limit) != Some(std::cmp::Ordering::Greater))
+                .map(|(j, _)| {
+                    (
+                        exact_distance(queries.row(q), pool.row(j), qn, p_norms[j], metric),
+                        j,
+                    )
+                })
+                .collect();
+            best_k(exact, k, rank_asc)
+        })
+        .collect()
 }
 
 /// Fill `buffer` with the dots of `block` against every pool row, tile by tile:
@@ -282,6 +363,51 @@ mod tests {
             assert_eq!(row.iter().map(|&v| v as usize).collect::<Vec<_>>(), *w);
         }
         assert!(dist.iter().all(|&v| v > 0.0));
+    }
+
+    #[test]
+    fn perturbed_dots_within_the_bound_give_the_same_answer() {
+        // Any product whose rounding stays within γ_d |q| |p| must do: push every
+        // dot to the edge of that bound, in random directions.
+        let mut seed = 13u64;
+        let (nq, m, d) = (40usize, 300usize, 96usize);
+        let q = Array2::from_shape_fn((nq, d), |_| 5.0 + lcg(&mut seed) as f32);
+        let p = Array2::from_shape_fn((m, d), |_| 5.0 + lcg(&mut seed) as f32);
+        let du = d as f64 * f32::UNIT_ROUNDOFF;
+        let gamma = du / (1.0 - du);
+        for metric in [Metric::Euclidean, Metric::Cosine] {
+            let want = nearest_neighbors(q.view(), p.view(), 6, metric).unwrap();
+            let dots = Array2::from_shape_fn((nq, m), |(i, j)| {
+                let exact: f64 = q
+                    .row(i)
+                    .iter()
+                    .zip(p.row(j))
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum();
+                let qn = q
+                    .row(i)
+                    .iter()
+                    .map(|v| (*v as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                let pn = p
+                    .row(j)
+                    .iter()
+                    .map(|v| (*v as f64).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                let sign = if lcg(&mut seed) > 0.0 { 1.0 } else { -1.0 };
+                (exact + sign * 0.999 * gamma * qn * pn) as f32
+            });
+            let got =
+                nearest_neighbors_from_dots(q.view(), p.view(), dots.view(), 6, metric).unwrap();
+            assert_eq!(got.0, want.0);
+            assert!(got
+                .1
+                .iter()
+                .zip(want.1.iter())
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
     }
 
     #[test]

@@ -177,6 +177,46 @@ fn means_from_sums<'py>(
     }
 }
 
+fn parse_metric(metric: &str) -> PyResult<Metric> {
+    match metric {
+        "euclidean" => Ok(Metric::Euclidean),
+        "cosine" => Ok(Metric::Cosine),
+        other => Err(PyValueError::new_err(format!(
+            "metric: expected 'euclidean' or 'cosine', found {other:?}"
+        ))),
+    }
+}
+
+/// Exact neighbours from caller-supplied dot products (candidates only).
+#[pyfunction]
+fn nearest_neighbors_from_dots<'py>(
+    py: Python<'py>,
+    queries: Matrix<'py>,
+    pool: Matrix<'py>,
+    dots: Matrix<'py>,
+    k: usize,
+    metric: &str,
+) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyAny>)> {
+    let metric = parse_metric(metric)?;
+    match (&queries, &pool, &dots) {
+        (Matrix::F32(q), Matrix::F32(p), Matrix::F32(g)) => {
+            let (q, p, g) = (q.as_array(), p.as_array(), g.as_array());
+            let (i, d) = run(py, || {
+                crate::nearest_neighbors_from_dots(q, p, g, k, metric)
+            })?;
+            Ok((i.into_pyarray(py), d.into_pyarray(py).into_any()))
+        }
+        (Matrix::F64(q), Matrix::F64(p), Matrix::F64(g)) => {
+            let (q, p, g) = (q.as_array(), p.as_array(), g.as_array());
+            let (i, d) = run(py, || {
+                crate::nearest_neighbors_from_dots(q, p, g, k, metric)
+            })?;
+            Ok((i.into_pyarray(py), d.into_pyarray(py).into_any()))
+        }
+        _ => Err(mixed("pool/dots")),
+    }
+}
+
 #[pyfunction]
 fn nearest_neighbors<'py>(
     py: Python<'py>,
@@ -185,15 +225,7 @@ fn nearest_neighbors<'py>(
     k: usize,
     metric: &str,
 ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyAny>)> {
-    let metric = match metric {
-        "euclidean" => Metric::Euclidean,
-        "cosine" => Metric::Cosine,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "metric: expected 'euclidean' or 'cosine', found {other:?}"
-            )))
-        }
-    };
+    let metric = parse_metric(metric)?;
     match (&queries, &pool) {
         (Matrix::F32(q), Matrix::F32(p)) => {
             let (q, p) = (q.as_array(), p.as_array());
@@ -315,6 +347,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(accumulate_class_sums, m)?)?;
     m.add_function(wrap_pyfunction!(means_from_sums, m)?)?;
     m.add_function(wrap_pyfunction!(nearest_neighbors, m)?)?;
+    m.add_function(wrap_pyfunction!(nearest_neighbors_from_dots, m)?)?;
     m.add_function(wrap_pyfunction!(combine, m)?)?;
     m.add_function(wrap_pyfunction!(topk_scores, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;

@@ -9,6 +9,7 @@ __all__ = [
     "accumulate_class_sums",
     "means_from_sums",
     "nearest_neighbors",
+    "nearest_neighbors_from_dots",
     "combine",
     "topk_scores",
     "get_num_threads",
@@ -38,6 +39,13 @@ def means_from_sums(
 ) -> npt.NDArray[np.floating]: ...
 def nearest_neighbors(
     queries: npt.NDArray[np.floating], pool: npt.NDArray[np.floating], k: int, metric: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]: ...
+def nearest_neighbors_from_dots(
+    queries: npt.NDArray[np.floating],
+    pool: npt.NDArray[np.floating],
+    dots: npt.NDArray[np.floating],
+    k: int,
+    metric: str,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]: ...
 def combine(
     W: npt.NDArray[np.floating],

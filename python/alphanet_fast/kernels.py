@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 METRICS = ("euclidean", "cosine")
+#: Largest block of query-by-pool dot products held at once.
+_DOTS_BLOCK_BYTES = 256 << 20
 
 
 def class_means(
@@ -141,10 +143,11 @@ def nearest_neighbors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of ``pool`` for every row of ``queries``.
 
-    A tiled GEMM proposes candidates, with a margin that provably covers its
-    rounding error; the candidates' distances are then recomputed directly in
-    float64. The result is exact (never approximate), ordered by ascending
-    distance, ties to the lower pool index.
+    A matrix product (numpy's BLAS) proposes candidates, with a margin that
+    provably covers its rounding error; the candidates' distances are then
+    recomputed directly in float64 (Rust). The result is exact (never
+    approximate) and the same whatever BLAS or thread count computed the
+    product; ordered by ascending distance, ties to the lower pool index.
 
     Parameters
     ----------
@@ -188,7 +191,17 @@ def nearest_neighbors(
     if p.shape[1] != q.shape[1]:
         raise ValueError(f"pool: expected {q.shape[1]} columns (as queries), found shape {p.shape}")
     k = positive_int(k, "k", upper=p.shape[0], what="rows of pool")
-    return _core.nearest_neighbors(q, p, k, metric)
+    # The dot products only propose candidates (the answer comes from float64
+    # distances in Rust), so they can come from numpy's optimised BLAS, block
+    # by block to bound memory.
+    rows = max(1, _DOTS_BLOCK_BYTES // (p.shape[0] * p.itemsize))
+    parts = [
+        _core.nearest_neighbors_from_dots(q[i : i + rows], p, q[i : i + rows] @ p.T, k, metric)
+        for i in range(0, q.shape[0], rows)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
 
 
 def combine(W: Any, targets: Any, neighbors: Any, alphas: Any) -> np.ndarray:
