@@ -5,7 +5,8 @@ a learned combination of their nearest frequent classes' weights (AlphaNet,
 arXiv 2008.07073). The heavy kernels are exact, multi-threaded Rust.
 """
 
-from alphanet_fast import datasets
+from typing import TYPE_CHECKING, Any
+
 from alphanet_fast.evaluation import EvaluationReport, evaluate, format_table
 from alphanet_fast.kernels import (
     class_means,
@@ -18,7 +19,26 @@ from alphanet_fast.kernels import (
 )
 from alphanet_fast.result import AlphaNetResult, load_result
 from alphanet_fast.splits import Splits, splits_from_counts
-from alphanet_fast.training import correct
+
+if TYPE_CHECKING:
+    from alphanet_fast import datasets
+    from alphanet_fast.training import correct
+
+
+def __getattr__(name: str) -> Any:
+    # torch is imported only when training (or the synthetic data, whose
+    # baseline is trained) is first used: the kernels, evaluation and file
+    # formats work without paying for it.
+    if name == "correct":
+        from alphanet_fast.training import correct
+
+        return correct
+    if name == "datasets":
+        import importlib
+
+        return importlib.import_module("alphanet_fast.datasets")
+    raise AttributeError(f"module 'alphanet_fast' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
