@@ -114,6 +114,8 @@ def test_class_means_over_memmap(memmap_file):
     assert figures["class_means"][1] < 0.5 * size + 700 * 2**20
 
 
+# The labels travel inside the task graph; at 2,000,000 rows dask warns about it.
+@pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
 @pytest.mark.parametrize("impl", ["in_memory", "dask_local_cluster"])
 def test_dask_class_means_overhead(benchmark, impl):
     distributed = pytest.importorskip("distributed")
