@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,16 +177,11 @@ class AlphaNetResult:
         }
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
         arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".alphanet-", suffix=".npz.tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # Written under a temporary name and renamed: never half-written.
+        from alphanet_fast.io import atomic_write
+
+        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
 
 
 def _json_default(value: Any) -> Any:
