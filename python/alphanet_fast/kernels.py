@@ -44,11 +44,13 @@ def class_means(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean feature vector and row count of every class.
 
-    One streaming pass over ``features``: rows are read in blocks of about
-    32 MiB, grouped by class inside the block, and added to float64 running
-    sums. Memory beyond the outputs is the ``n_classes x d`` float64 sums plus
-    at most about 40 MiB, however many rows there are, so a memory-mapped file
-    larger than RAM works.
+    One streaming pass over ``features``, in row order: each thread owns a
+    stripe of columns of the float64 running sums and adds that stripe of
+    every row to its class. Every sum is therefore the plain sequential sum
+    (bitwise, whatever the thread count). Memory beyond the outputs is the
+    ``n_classes x d`` float64 sums, however many rows there are; a memory map
+    is read in chunks of about 256 MiB whose pages are released after use, so
+    a file larger than RAM works.
 
     Parameters
     ----------
