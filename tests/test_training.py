@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from alphanet_fast import training
 from alphanet_fast.model import AlphaNetwork, build_network, few_scores
 from alphanet_fast.splits import Splits
-from alphanet_fast.training import _draw_epochs, _Frozen, _sample_losses
+from alphanet_fast.training import _draw_epochs, _Frozen, _sample_losses, _windows
 
 FAST = {"epochs": 6, "min_epochs": 2, "progress": False, "device": "cpu"}
 
@@ -429,6 +430,120 @@ def test_device_auto_picks_what_torch_sees():
     x, y, W, b, _, _ = toy(9)
     res = af.correct(x, y, W, b, **{**FAST, "device": "auto"})
     assert res.config["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --------------------------------------------------------------------------- bounded memory
+
+
+@pytest.fixture(scope="module")
+def long_tail_small():
+    return af.datasets.make_long_tail("small", seed=4)
+
+
+def _record_frozen(monkeypatch):
+    """Count the training-row scorings; record each table's and each gather's bytes."""
+    seen = {"tables": [], "gathers": []}
+    train, gather = _Frozen.train, training._gather_steps
+
+    def counted_train(self, *args):
+        out = train(self, *args)
+        seen["tables"].append(sum(t.nbytes for t in out))
+        return out
+
+    def counted_gather(table, pos, *args):
+        out = gather(table, pos, *args)
+        # The row's source scores, picked first, are live while the columns are taken.
+        transient = pos.numel() * table[0].shape[1] * table[0].element_size()
+        seen["gathers"].append(transient + sum(t.nbytes for t in out))
+        return out
+
+    monkeypatch.setattr(_Frozen, "train", counted_train)
+    monkeypatch.setattr(training, "_gather_steps", counted_gather)
+    return seen
+
+
+def _frozen_sizes(data, res, batch_size=64):
+    n_source = np.unique(np.concatenate([res.few_classes, res.neighbors.ravel()])).size
+    k = res.neighbors.shape[1]
+    row_bytes = training._table_row_bytes(n_source)
+    step_bytes = training._step_bytes(n_source, res.few_classes.size, k)
+    return row_bytes, step_bytes, batch_size * (row_bytes + step_bytes)
+
+
+def test_windowed_frozen_scores_give_the_same_result(long_tail_small, monkeypatch):
+    d = long_tail_small
+    args = (d.train_features, d.train_labels, d.W, d.b)
+    kw = {**FAST, "epochs": 4, "val": (d.val_features, d.val_labels)}
+    seen = _record_frozen(monkeypatch)
+    whole = af.correct(*args, **kw)
+    assert len(seen["tables"]) == 1  # small problem: one table, scored up front
+    n_per_epoch = whole.counts[whole.few_classes].sum() * 2  # rho = 1
+    assert n_per_epoch > 3 * 64  # so 3 batches' worth cuts windows inside epochs
+
+    _, _, one_batch = _frozen_sizes(d, whole)
+    budget = 3 * one_batch
+    monkeypatch.setattr(training, "FROZEN_BUDGET_BYTES", budget)
+    seen["tables"].clear()
+    windowed = af.correct(*args, **kw)
+    # More windows than epochs: at least one window boundary falls inside an epoch.
+    assert len(seen["tables"]) > kw["epochs"]
+    np.testing.assert_allclose(windowed.alphas, whole.alphas, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(windowed.W, whole.W, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        [h["loss"] for h in windowed.history], [h["loss"] for h in whole.history], rtol=1e-5
+    )
+    assert windowed.best_epoch == whole.best_epoch
+    assert [h["val_top1"] for h in windowed.history] == [h["val_top1"] for h in whole.history]
+    assert windowed.timings["frozen_train"] > 0
+
+
+def test_windowed_frozen_table_stays_within_the_budget(long_tail_small, monkeypatch):
+    d = long_tail_small
+    args = (d.train_features, d.train_labels, d.W, d.b)
+    kw = {**FAST, "epochs": 3, "val": None}
+    seen = _record_frozen(monkeypatch)
+    whole = af.correct(*args, **kw)
+    up_front = seen["tables"][0] + max(seen["gathers"])
+    _, _, one_batch = _frozen_sizes(d, whole)
+    for batches in (1, 2, 5):
+        budget = batches * one_batch
+        assert budget < up_front
+        monkeypatch.setattr(training, "FROZEN_BUDGET_BYTES", budget)
+        seen["tables"].clear()
+        seen["gathers"].clear()
+        res = af.correct(*args, **kw)
+        assert len(seen["tables"]) > 1
+        # A window's table and its largest gather are the most alive at once.
+        assert max(seen["tables"]) + max(seen["gathers"]) <= budget
+        np.testing.assert_allclose(res.alphas, whole.alphas, rtol=1e-5, atol=1e-5)
+
+
+def test_windows_are_whole_batches_within_the_budget():
+    rng = np.random.default_rng(0)
+    epochs, n, batch = 4, 150, 16  # the last batch of each epoch is short (6 rows)
+    order = rng.integers(0, 90, size=(epochs, n))  # rows recur within a window
+    row_bytes, step_bytes = 40, 8
+    budget = 3000  # windows of 5-6 batches
+    bounds = _windows(order, batch, row_bytes, step_bytes, budget)
+    flat = order.ravel()
+    assert bounds[0] == 0 and bounds[-1] == flat.size and (np.diff(bounds) > 0).all()
+    batch_starts = {e * n + lo for e in range(epochs) for lo in range(0, n, batch)}
+    assert set(bounds[:-1].tolist()) <= batch_starts
+    assert any(lo % n != 0 for lo in bounds[1:-1])  # a boundary inside an epoch
+    spans = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if lo // n != (hi - 1) // n]
+    assert spans  # and a window across an epoch boundary
+
+    def cost(lo, hi):
+        return np.unique(flat[lo:hi]).size * row_bytes + (hi - lo) * step_bytes
+
+    ordered = sorted(batch_starts) + [flat.size]
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        assert cost(lo, hi) <= budget
+        if hi < flat.size:  # greedy: one more batch would not fit
+            assert cost(lo, ordered[ordered.index(hi) + 1]) > budget
+    # A budget below one batch still makes progress, one batch per window.
+    tiny = _windows(order, batch, row_bytes, step_bytes, 1)
+    np.testing.assert_array_equal(tiny, ordered)
 
 
 # --------------------------------------------------------------------------- inputs

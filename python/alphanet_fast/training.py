@@ -10,6 +10,11 @@ Every score against an original weight row is computed once:
   the log-sum-exp of the base-class scores, the target's score when the
   target is a base class, and ``x · W_c`` for the few classes and their
   neighbours (the "source scores");
+* when that table (and an epoch's gathers of it) would exceed
+  ``FROZEN_BUDGET_BYTES``, the same draws are instead cut into windows of whole
+  batches whose distinct rows fit, and each window's rows are scored when the
+  steps reach it: memory stays bounded, and a row drawn in several windows is
+  scored once per window;
 * validation rows are scored once the same way, keeping their best base class
   and their source scores;
 * a step then costs ``O(batch x F x (k+1))`` for the logits plus the network,
@@ -18,6 +23,7 @@ Every score against an original weight row is computed once:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import sys
@@ -26,7 +32,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -63,6 +69,14 @@ LOOP_THREADS = 1
 # Rows gathered per block when scoring: bounded so that the gathered rows and
 # their scores against every class stay around this many bytes.
 BLOCK_BYTES = 16 << 20
+
+# Bound on the frozen training quantities held at once: the table of scored rows
+# (per row: scores against the source classes, base log-sum-exp, target score, few
+# index) plus the per-sample gathers of it that the steps read (the own and neighbour
+# source scores of every sample position of an epoch or a window). When every epoch's
+# distinct rows fit, they are scored once up front; otherwise the steps run in
+# windows of whole batches, each window's rows scored on entry (see `_windows`).
+FROZEN_BUDGET_BYTES = 512 << 20
 
 
 # --------------------------------------------------------------------------- checks
@@ -242,6 +256,141 @@ def _draw_epochs(
         drawn = base_rows[starts[cls] + rng.integers(0, base_counts[cls])]
         order[epoch] = rng.permutation(np.concatenate([few_rows, drawn]))
     return order
+
+
+def _table_row_bytes(n_source: int) -> int:
+    """Bytes per distinct row in the frozen table: float32 source scores, base
+    log-sum-exp and target score, int64 few index."""
+    return 4 * n_source + 4 + 4 + 8
+
+
+def _step_bytes(n_source: int, n_few: int, k: int) -> int:
+    """Bytes per sample position gathered for the steps: the row's source scores
+    (transient), the own (F) and neighbour (F x k) columns of them, and its
+    log-sum-exp, target score and few index."""
+    return 4 * (n_source + n_few * (k + 1)) + 4 + 4 + 8
+
+
+def _windows(
+    order: np.ndarray, batch_size: int, row_bytes: int, step_bytes: int, budget: int
+) -> np.ndarray:
+    """Cut the epochs' samples, read in order, into windows of whole batches.
+
+    ``order`` is (epochs, n_per_epoch); a position ``p`` in the flattened order is
+    sample ``p % n_per_epoch`` of epoch ``p // n_per_epoch``, and batches start at
+    multiples of ``batch_size`` within each epoch. Windows are grown batch by batch
+    while ``distinct rows x row_bytes + positions x step_bytes <= budget``; a window
+    holds at least one batch (so a budget below one batch is exceeded by that batch).
+    A window may span an epoch boundary. Returns the window bounds in flattened
+    positions: ``[0, c_1, ..., epochs * n_per_epoch]``.
+    """
+    epochs, n = order.shape
+    flat = order.reshape(-1)
+    starts = (np.arange(epochs)[:, None] * n + np.arange(0, n, batch_size)[None, :]).ravel()
+    ends = np.append(starts[1:], flat.size)
+    # stamp[row] == w: the row is already in window w (no clearing between windows).
+    stamp = np.full(int(flat.max()) + 1, -1, dtype=np.int64)
+    bounds = [0]
+    window, distinct = 0, 0
+    for lo, hi in zip(starts.tolist(), ends.tolist()):
+        batch = flat[lo:hi]
+        new = np.unique(batch[stamp[batch] != window])
+        if lo > bounds[-1] and (
+            (distinct + new.size) * row_bytes + (hi - bounds[-1]) * step_bytes > budget
+        ):
+            bounds.append(lo)
+            window, distinct = window + 1, 0
+            new = np.unique(batch)
+        stamp[new] = window
+        distinct += new.size
+    bounds.append(flat.size)
+    return np.asarray(bounds, dtype=np.int64)
+
+
+def _gather_steps(
+    table: tuple[torch.Tensor, ...],
+    pos: torch.Tensor,
+    own_cols_t: torch.Tensor,
+    nb_cols_t: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """The steps' inputs for the sample positions ``pos`` (indices into the table's
+    rows): own scores (m, F), neighbour scores (m, F, k), base log-sum-exp, target
+    score, target few index. One gather each; batches are then slices (views)."""
+    source, base_lse, target_logit, target_few = table
+    picked = source[pos]
+    return (
+        picked[:, own_cols_t],
+        picked[:, nb_cols_t],
+        base_lse[pos],
+        target_logit[pos],
+        target_few[pos],
+    )
+
+
+class _WindowFeed:
+    """The windowed way to the steps' inputs, when the up-front table would not fit
+    ``FROZEN_BUDGET_BYTES``: windows of whole batches (`_windows`) visited in order,
+    each window's distinct rows scored once on entry, the previous window's table
+    dropped first.
+
+    The price of the bound: a row drawn in several windows is scored in each of them.
+    Few-split rows are drawn every epoch and base draws rarely repeat within an epoch,
+    so scoring costs about ``epochs x n_per_epoch / n_distinct_rows`` times the
+    up-front scoring: about 4x at the iNaturalist-2018 shape (25 epochs of ~64K
+    samples, ~380K distinct rows; ~8,000 source classes, 3,224 few classes), where
+    the default budget gives ~420 windows of ~3,500 samples, each with a table of
+    ~115 MiB and gathers of ~390 MiB, instead of an 11 GiB table plus 6.5 GiB of
+    gathers per epoch.
+    """
+
+    def __init__(
+        self,
+        frozen: _Frozen,
+        x: Any,
+        labels: np.ndarray,
+        few_index: np.ndarray,
+        order: np.ndarray,
+        bounds: np.ndarray,
+        own_cols_t: torch.Tensor,
+        nb_cols_t: torch.Tensor,
+        watch: _Stopwatch,
+    ):
+        self.frozen, self.x, self.labels, self.few_index = frozen, x, labels, few_index
+        self.own_cols_t, self.nb_cols_t = own_cols_t, nb_cols_t
+        self.flat = order.reshape(-1)
+        self.n_per_epoch = order.shape[1]
+        self.bounds = bounds
+        self.watch = watch
+        self._index = -1
+        self._table: tuple[torch.Tensor, ...] | None = None
+        self._pos: torch.Tensor | None = None
+
+    def _enter(self, index: int) -> None:
+        self._table = self._pos = None  # the previous window's table goes first
+        lo, hi = int(self.bounds[index]), int(self.bounds[index + 1])
+        with self.watch.stage("frozen_train"):
+            rows, pos = np.unique(self.flat[lo:hi], return_inverse=True)
+            self._table = self.frozen.train(self.x, self.labels, rows, self.few_index)
+            self._pos = torch.from_numpy(pos.reshape(-1)).to(self.frozen.W_t.device)
+        self._index = index
+
+    def each_piece(self, epoch: int, run: Callable[[tuple[torch.Tensor, ...]], None]) -> None:
+        """Call ``run(steps)`` for the epoch's consecutive pieces (one per window it
+        overlaps), in order; ``steps`` as :func:`_gather_steps`."""
+        e0 = (epoch - 1) * self.n_per_epoch
+        e1 = e0 + self.n_per_epoch
+        first = int(np.searchsorted(self.bounds, e0, side="right")) - 1
+        last = int(np.searchsorted(self.bounds, e1, side="left")) - 1
+        for index in range(first, last + 1):
+            if index != self._index:
+                self._enter(index)
+            w0 = int(self.bounds[index])
+            lo, hi = max(e0, w0), min(e1, int(self.bounds[index + 1]))
+            with self.watch.stage("epochs"):
+                run(self._gather(self._pos[lo - w0 : hi - w0]))
+
+    def _gather(self, pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return _gather_steps(self._table, pos, self.own_cols_t, self.nb_cols_t)
 
 
 def _sample_losses(
@@ -529,6 +678,14 @@ def correct(
     ``W`` in blocks before training, so a step costs ``O(batch x F x (k+1))``
     plus the network. ``result.timings`` has the seconds per stage.
 
+    Memory: the frozen training quantities (per distinct drawn row ``4 x
+    (n_source + 4)`` bytes, ``n_source`` = few classes and their neighbours,
+    plus an epoch's per-sample gathers) are kept within
+    ``alphanet_fast.training.FROZEN_BUDGET_BYTES`` (512 MiB). Larger problems
+    run in windows of whole batches whose distinct rows are scored on entry;
+    the samples, and so the result, are the same, but a row drawn in several
+    windows is scored again (``timings["frozen_train"]`` is the total).
+
     For the duration of the call, torch runs on one intra-op thread (on a
     shared machine, multi-threaded small ops stall on descheduled threads;
     the one-off scoring instead spreads blocks over ``torch.get_num_threads()``
@@ -677,12 +834,13 @@ def correct(
             del means
 
     workers = torch.get_num_threads() if dev.type == "cpu" else 1
-    with _torch_settings(LOOP_THREADS, dev):
+    with _torch_settings(LOOP_THREADS, dev), ExitStack() as scoring:
         # ---- frozen scores
         with watch.stage("sampling"):
             order = _draw_epochs(y, few_rows, splits, counts, rho, epochs, sample_rng)
             rows, positions = np.unique(order, return_inverse=True)
             positions = positions.reshape(order.shape)
+        n_per_epoch = order.shape[1]
         source_classes = np.unique(np.concatenate([few, nb.ravel()]))
         own_cols = np.searchsorted(source_classes, few)
         nb_cols = np.searchsorted(source_classes, nb)
@@ -692,24 +850,48 @@ def correct(
         few_t = torch.from_numpy(few).to(dev)
         nb_t = torch.tensor(nb, dtype=torch.int64, device=dev)
         source_classes_t = torch.from_numpy(source_classes).to(dev)
-        with _Frozen(W_t, b_t, few_t, nb_t, source_classes_t, score_scale, workers) as frozen:
-            if vx is not None:
-                with watch.stage("frozen_val"):
-                    val_own, val_nb, val_base_max, val_base_arg = frozen.val(vx)
-                    val_labels_t = torch.tensor(vy, device=dev)
-                    split_code = np.zeros(n_classes, dtype=np.int64)
-                    split_code[splits.medium], split_code[splits.many] = 1, 2
-                    val_split_t = torch.from_numpy(split_code[vy]).to(dev)
-                    val_split_n = torch.bincount(val_split_t, minlength=3).to(torch.float64)
+        own_cols_t = torch.from_numpy(own_cols).to(dev)
+        nb_cols_t = torch.from_numpy(nb_cols).to(dev)
+        frozen = scoring.enter_context(
+            _Frozen(W_t, b_t, few_t, nb_t, source_classes_t, score_scale, workers)
+        )
+        if vx is not None:
+            with watch.stage("frozen_val"):
+                val_own, val_nb, val_base_max, val_base_arg = frozen.val(vx)
+                val_labels_t = torch.tensor(vy, device=dev)
+                split_code = np.zeros(n_classes, dtype=np.int64)
+                split_code[splits.medium], split_code[splits.many] = 1, 2
+                val_split_t = torch.from_numpy(split_code[vy]).to(dev)
+                val_split_n = torch.bincount(val_split_t, minlength=3).to(torch.float64)
+
+        # One table of every epoch's distinct rows when it (and an epoch's gathers) fits
+        # the budget; otherwise windows of batches, each scored on entry (_WindowFeed).
+        budget = FROZEN_BUDGET_BYTES
+        row_bytes = _table_row_bytes(source_classes.size)
+        step_bytes = _step_bytes(source_classes.size, few.size, k)
+        feed: _WindowFeed | None = None
+        if rows.size * row_bytes + n_per_epoch * step_bytes <= budget:
             with watch.stage("frozen_train"):
-                source, base_lse, target_logit, target_few = frozen.train(x, y, rows, few_index)
+                table = frozen.train(x, y, rows, few_index)
                 positions_t = torch.from_numpy(positions).to(dev)
+            scoring.close()  # the workers and their buffers are not needed any more
+            del frozen
+        else:
+            with watch.stage("sampling"):
+                bounds = _windows(order, batch_size, row_bytes, step_bytes, budget)
+            feed = _WindowFeed(frozen, x, y, few_index, order, bounds, own_cols_t, nb_cols_t, watch)
+        del rows, positions
+
+        def each_piece(epoch: int, run: Callable[[tuple[torch.Tensor, ...]], None]) -> None:
+            if feed is not None:
+                feed.each_piece(epoch, run)
+            else:
+                with watch.stage("epochs"):
+                    run(_gather_steps(table, positions_t[epoch - 1], own_cols_t, nb_cols_t))
 
         # The network's input: each few class's flattened [W_f; W_n1..W_nk], a constant.
         stacks = W_t[torch.cat([few_t[:, None], nb_t], dim=1)].reshape(few.size, -1)
         del W_t
-        own_cols_t = torch.from_numpy(own_cols).to(dev)
-        nb_cols_t = torch.from_numpy(nb_cols).to(dev)
         few_bias_t = b_t[few_t]
 
         def val_top1(alphas_t: torch.Tensor) -> dict[str, float]:
@@ -738,7 +920,20 @@ def correct(
         first_eligible = min(min_epochs, epochs)
         history: list[dict] = []
         best_epoch, best_acc, best_alphas = 0, -math.inf, None
-        n_per_epoch = order.shape[1]
+
+        def run_steps(steps: tuple[torch.Tensor, ...], loss_sum: torch.Tensor) -> None:
+            """The batches of one piece of an epoch; pieces start on batch boundaries."""
+            own, nbs, lse, logit, target_few = steps
+            for lo in range(0, own.shape[0], batch_size):
+                sl = slice(lo, lo + batch_size)
+                alphas_t = net(stacks)
+                scores = few_scores(own[sl], nbs[sl], alphas_t, few_bias_t, score_scale)
+                loss = _sample_losses(scores, lse[sl], logit[sl], target_few[sl]).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach().double() * scores.shape[0]
+
         bar = _progress_bar(epochs, show)
         try:
             for epoch in range(1, epochs + 1):
@@ -746,26 +941,8 @@ def correct(
                     epoch_lr = optimizer.param_groups[0]["lr"]
                     net.train()
                     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-                    # One gather per epoch; each batch below is then a slice (a view).
-                    pos = positions_t[epoch - 1]
-                    epoch_source = source[pos]
-                    epoch_own = epoch_source[:, own_cols_t]
-                    epoch_nb = epoch_source[:, nb_cols_t]
-                    epoch_lse, epoch_logit = base_lse[pos], target_logit[pos]
-                    epoch_few = target_few[pos]
-                    for lo in range(0, n_per_epoch, batch_size):
-                        sl = slice(lo, lo + batch_size)
-                        alphas_t = net(stacks)
-                        scores = few_scores(
-                            epoch_own[sl], epoch_nb[sl], alphas_t, few_bias_t, score_scale
-                        )
-                        loss = _sample_losses(
-                            scores, epoch_lse[sl], epoch_logit[sl], epoch_few[sl]
-                        ).mean()
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        loss_sum += loss.detach().double() * scores.shape[0]
+                each_piece(epoch, functools.partial(run_steps, loss_sum=loss_sum))
+                with watch.stage("epochs"):
                     scheduler.step()
                     net.eval()
                     with torch.no_grad():
@@ -796,6 +973,7 @@ def correct(
                 bar.update(1)
         finally:
             bar.close()
+            feed = table = None  # drop the frozen table before the final update
 
     # ---- final update, in the input's dtype, by the Rust kernel
     with watch.stage("final_update"):
