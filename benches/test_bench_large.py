@@ -141,3 +141,18 @@ def test_dask_class_means_overhead(benchmark, impl):
         benchmark.pedantic(afd.class_means, args=(x, y, CLASSES), rounds=3, iterations=1)
         print(f"\ndask class_means: {(time.perf_counter() - start) / 3:.3f} s per call")
     cluster.close()
+
+
+@pytest.mark.skipif(
+    os.environ.get("ALPHANET_FAST_INAT_BENCH") != "1", reason="set ALPHANET_FAST_INAT_BENCH=1"
+)
+def test_correct_at_inaturalist_shape():
+    """correct() at the iNaturalist-2018 shape, 2 epochs, features in memory and memory-mapped."""
+    script = str(Path(__file__).with_name("inat_scale.py"))
+    folder = os.environ.get("ALPHANET_FAST_BENCH_DIR", tempfile.gettempdir())
+    subprocess.run([sys.executable, script, "write", "0", folder], check=True)
+    for mode in ("memory", "memmap"):
+        out = subprocess.run(
+            [sys.executable, script, mode, "2", folder], capture_output=True, text=True, check=True
+        )
+        print(f"\n{out.stdout.strip()}")

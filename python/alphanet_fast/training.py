@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from alphanet_fast._memory import is_releasable, release_rows
 from alphanet_fast._rows import RowSource
 from alphanet_fast._validation import (
     float_dtype_of,
@@ -504,6 +505,10 @@ class _Frozen:
             # Only these rows are copied (any memory order, memory maps included);
             # mode="clip" lets numpy write straight into the buffer.
             np.take(x, sel, axis=0, out=scratch.host[:n], mode="clip")
+            # A memory-mapped file would otherwise stay mapped page by page (and
+            # with the kernel's fault-around, most of it): hand the pages back.
+            if is_releasable(x):
+                release_rows(x, int(sel.min()), int(sel.max()) + 1)
             xb = scratch.x[:n]
             if scratch.copy:
                 xb.copy_(torch.from_numpy(scratch.host[:n]))
