@@ -48,8 +48,33 @@ fn contiguous<'a, T: numpy::Element>(
     a: &'a PyReadonlyArray1<'_, T>,
     arg: &str,
 ) -> PyResult<&'a [T]> {
+    aligned(a, arg)?;
     a.as_slice()
         .map_err(|_| PyValueError::new_err(format!("{arg}: expected a contiguous 1-d array")))
+}
+
+/// Reject arrays whose elements are not naturally aligned (possible for buffers
+/// unpickled from another process): the kernels read them through references.
+/// The Python wrappers copy such arrays before they get here.
+fn aligned<T: numpy::Element, D: ndarray::Dimension>(
+    a: &numpy::PyReadonlyArray<'_, T, D>,
+    arg: &str,
+) -> PyResult<()> {
+    if (a.data() as usize) % std::mem::align_of::<T>() != 0 {
+        return Err(PyValueError::new_err(format!(
+            "{arg}: the array's data are not aligned for its dtype; pass a copy (np.require(x, requirements='A'))"
+        )));
+    }
+    Ok(())
+}
+
+impl Matrix<'_> {
+    fn aligned(&self, arg: &str) -> PyResult<()> {
+        match self {
+            Matrix::F32(a) => aligned(a, arg),
+            Matrix::F64(a) => aligned(a, arg),
+        }
+    }
 }
 
 fn mixed(arg: &str) -> PyErr {
@@ -120,6 +145,7 @@ fn class_means<'py>(
     n_classes: usize,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray1<i64>>)> {
     let labels = contiguous(&labels, "labels")?;
+    features.aligned("features")?;
     let (sums, counts) = sums_in_numpy(py, &features, labels, n_classes)?;
     let means = match &features {
         Matrix::F32(_) => means_in_numpy::<f32>(py, &sums, &counts)?,
@@ -136,6 +162,7 @@ fn class_sums<'py>(
     n_classes: usize,
 ) -> PyResult<SumsAndCounts<'py>> {
     let labels = contiguous(&labels, "labels")?;
+    features.aligned("features")?;
     sums_in_numpy(py, &features, labels, n_classes)
 }
 
@@ -149,6 +176,7 @@ fn accumulate_class_sums<'py>(
     mut counts: numpy::PyReadwriteArray1<'py, i64>,
 ) -> PyResult<()> {
     let labels = contiguous(&labels, "labels")?;
+    features.aligned("features")?;
     let (s, c) = (sums.as_array_mut(), counts.as_slice_mut()?);
     match &features {
         Matrix::F32(x) => {
@@ -198,6 +226,9 @@ fn nearest_neighbors_from_dots<'py>(
     metric: &str,
 ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyAny>)> {
     let metric = parse_metric(metric)?;
+    queries.aligned("queries")?;
+    pool.aligned("pool")?;
+    dots.aligned("dots")?;
     match (&queries, &pool, &dots) {
         (Matrix::F32(q), Matrix::F32(p), Matrix::F32(g)) => {
             let (q, p, g) = (q.as_array(), p.as_array(), g.as_array());
@@ -226,6 +257,8 @@ fn nearest_neighbors<'py>(
     metric: &str,
 ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyAny>)> {
     let metric = parse_metric(metric)?;
+    queries.aligned("queries")?;
+    pool.aligned("pool")?;
     match (&queries, &pool) {
         (Matrix::F32(q), Matrix::F32(p)) => {
             let (q, p) = (q.as_array(), p.as_array());
@@ -251,6 +284,9 @@ fn combine<'py>(
     alphas: PyReadonlyArray2<'py, f64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let targets = contiguous(&targets, "targets")?;
+    W.aligned("W")?;
+    aligned(&neighbors, "neighbors")?;
+    aligned(&alphas, "alphas")?;
     let (n, a) = (neighbors.as_array(), alphas.as_array());
     // The output comes from numpy's allocator (huge pages for large arrays):
     // first-touching a fresh W-sized buffer page by page costs more than the copy.
@@ -286,6 +322,8 @@ fn topk_scores<'py>(
     b: Option<Vector<'py>>,
     k: usize,
 ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyAny>)> {
+    features.aligned("features")?;
+    W.aligned("W")?;
     match (&features, &W) {
         (Matrix::F32(x), Matrix::F32(w)) => {
             let bias = match &b {
@@ -316,6 +354,7 @@ fn topk_scores<'py>(
 /// Sum of every element: a plain parallel read, the bandwidth yardstick of the benchmarks.
 #[pyfunction]
 fn _read_probe(py: Python<'_>, x: Matrix<'_>) -> PyResult<f64> {
+    x.aligned("x")?;
     match &x {
         Matrix::F32(a) => {
             let a = a.as_array();

@@ -63,3 +63,19 @@ def test_bad_input_names_the_argument(call, exc, words):
 def test_set_num_threads_rejects_negative():
     with pytest.raises(ValueError, match="n:"):
         af.set_num_threads(-1)
+
+
+def test_extension_rejects_unaligned_buffers():
+    # The public wrappers copy such arrays; the extension itself must refuse
+    # them rather than read misaligned elements.
+    from alphanet_fast import _core
+
+    raw = np.zeros(8 * 60 + 1, dtype=np.uint8)
+    x = np.frombuffer(raw.data, dtype=np.float64, count=60, offset=1).reshape(20, 3)
+    labels = np.frombuffer(np.zeros(8 * 20 + 1, np.uint8).data, np.int64, 20, offset=1)
+    with pytest.raises(ValueError, match="features: .*not aligned"):
+        _core.class_means(x, np.zeros(20, np.int64), 2)
+    with pytest.raises(ValueError, match="labels: .*not aligned"):
+        _core.class_means(np.zeros((20, 3)), labels, 2)
+    with pytest.raises(ValueError, match="W: .*not aligned"):
+        _core.topk_scores(np.zeros((2, 3)), x, None, 1)
