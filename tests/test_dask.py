@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import alphanet_fast as af
 import numpy as np
 import pytest
@@ -70,6 +72,55 @@ def test_topk_and_evaluate_on_cluster(client, data):
             assert got.accuracy[kk][s] == pytest.approx(v, abs=1e-12)
             assert got.group_accuracy[kk][s] == pytest.approx(want.group_accuracy[kk][s], abs=1e-12)
         np.testing.assert_allclose(got.per_class[kk], want.per_class[kk], equal_nan=True)
+
+
+def _large_graph_warnings(record: list) -> list[str]:
+    return [str(w.message) for w in record if "large graph" in str(w.message)]
+
+
+def test_large_numpy_inputs_travel_once(client):
+    # W (3000 x 1024 float32, 12.3 MB) and numpy labels (1.4M int64, 11.2 MB)
+    # each exceed distributed's 10 MB large-graph threshold on their own.
+    rng = np.random.default_rng(5)
+    n_classes, d = 3000, 1024
+    w = rng.standard_normal((n_classes, d), dtype=np.float32)
+    b = rng.standard_normal(n_classes).astype(np.float32)
+    assert w.nbytes > 10e6
+    y = rng.integers(0, n_classes, 600)
+    x = w[y] + rng.standard_normal((600, d), dtype=np.float32) * 8  # top-1 about 0.67
+    dx = da.from_array(x, chunks=(256, -1))
+    n_big = 1_400_000
+    y_big = rng.integers(0, n_classes, n_big)
+    assert y_big.nbytes > 10e6
+    dx_big = da.random.default_rng(6).standard_normal(
+        (n_big, 2), chunks=(350_000, 2), dtype=np.float32
+    )
+    x_big = dx_big.compute()
+    splits = af.splits_from_counts(rng.integers(1, 200, n_classes))
+    kwargs = dict(splits=splits, k=(1, 5))
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        idx, scores = afd.topk_scores(dx, w, b, k=5)
+        report = afd.evaluate(dx, y, w, b, **kwargs)
+        means, counts = afd.class_means(dx_big, y_big)
+        sums, _ = afd.class_sums(dx_big, y_big, n_classes)
+    assert _large_graph_warnings(record) == []
+
+    ref_idx, ref_scores = af.topk_scores(x, w, b, k=5)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(scores, ref_scores)
+    want = af.evaluate(x, y, w, b, **kwargs)
+    assert report.n_samples == want.n_samples
+    for kk in want.ks:
+        assert report.accuracy[kk].keys() == want.accuracy[kk].keys()
+        got_acc, want_acc = list(report.accuracy[kk].values()), list(want.accuracy[kk].values())
+        np.testing.assert_array_equal(got_acc, want_acc)
+        np.testing.assert_array_equal(report.per_class[kk], want.per_class[kk])
+    ref_means, ref_counts = af.class_means(x_big, y_big)
+    np.testing.assert_array_equal(counts, ref_counts)
+    np.testing.assert_allclose(means, ref_means, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sums, af.class_sums(x_big, y_big, n_classes)[0], rtol=1e-12)
 
 
 def test_dask_errors(client, data):

@@ -8,6 +8,12 @@ worker holds more than one chunk plus two ``C x d`` sums, and the result does
 not depend on which worker ran what. ``correct`` computes the class means
 through Dask and gathers to the training process only the rows training
 actually uses (the few-split rows and the class-balanced draws of base rows).
+
+Numpy inputs that every chunk reads (``W``, ``b``, numpy labels, ``evaluate``'s
+keyword arguments) travel once, not once per task: with a ``distributed``
+Client active they are scattered to the workers before the graph is sent (so
+the graph holds only their keys), otherwise each is one graph key shared by all
+tasks.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 try:
     import dask
     import dask.array as da
+    from dask.base import get_scheduler
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('alphanet_fast.dask needs Dask: pip install "alphanet_fast[dask]"') from exc
 
@@ -33,12 +40,57 @@ def is_dask_array(x: Any) -> bool:
     return isinstance(x, da.Array)
 
 
-def _row_blocks(features: Any, labels: Any, *, align: bool = False) -> tuple[list, list]:
+def _distributed_client() -> Any:
+    """The ``distributed`` Client that ``dask.compute`` would use now, or None."""
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - dask without distributed
+        return None
+    scheduler = get_scheduler()
+    scheduler = getattr(scheduler, "__self__", scheduler)  # a bound ``Client.get``
+    return scheduler if isinstance(scheduler, Client) else None
+
+
+def _shared(*values: Any) -> list:
+    """Stand-ins for values that many tasks read, so each travels once.
+
+    With a distributed Client, the values are scattered to every worker
+    (``broadcast=True``) and the tasks refer to the futures' keys: the graph
+    sent to the scheduler stays small. Without one, each value becomes a single
+    graph key (``dask.delayed(value, pure=True)``) that all tasks share. None
+    stays None. Keep the returned objects alive until the graph is computed.
+    """
+    keep = [i for i, v in enumerate(values) if v is not None]
+    out = list(values)
+    if not keep:
+        return out
+    client = _distributed_client()
+    if client is not None:
+        # hash=False: a fresh key per call (hashed keys can be cancelled under
+        # a nested scatter, dask/distributed#3703); released with the futures.
+        futures = client.scatter([values[i] for i in keep], broadcast=True, hash=False)
+        for i, f in zip(keep, futures):
+            out[i] = f
+    else:
+        for i in keep:
+            out[i] = dask.delayed(values[i], pure=True, traverse=False)
+    return out
+
+
+def _take_rows(labels: np.ndarray, start: int, stop: int) -> np.ndarray:
+    return labels[start:stop]
+
+
+def _row_blocks(
+    features: Any, labels: Any = None, *, align: bool = False
+) -> tuple[list, list | None]:
     """Delayed row chunks of the features (whole rows) and the matching labels.
 
     With ``align``, row chunks are made multiples of the top-k kernel's row
     block, so that scoring chunk by chunk is bitwise the same as scoring the
-    whole array at once.
+    whole array at once. Numpy labels are shared once (see :func:`_shared`)
+    and cut into chunks where the tasks run. Without labels, the second list
+    is None.
     """
     if not is_dask_array(features):
         raise TypeError(f"features: expected a dask array, found {type(features).__name__}")
@@ -49,13 +101,21 @@ def _row_blocks(features: Any, labels: Any, *, align: bool = False) -> tuple[lis
     if align and any(c % block for c in x.chunks[0][:-1]):
         size = max(block, round(np.mean(x.chunks[0]) / block) * block)
         x = x.rechunk({0: size})
-    y = labels if is_dask_array(labels) else da.from_array(np.asarray(labels), chunks=-1)
+    xs = list(x.to_delayed().ravel())
+    if labels is None:
+        return xs, None
+    y = labels if is_dask_array(labels) else np.asarray(labels)
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(
             f"labels: expected {x.shape[0]} labels (one per row of features), found shape {y.shape}"
         )
-    y = y.rechunk((x.chunks[0],))
-    return list(x.to_delayed().ravel()), list(y.to_delayed().ravel())
+    if is_dask_array(y):
+        return xs, list(y.rechunk((x.chunks[0],)).to_delayed().ravel())
+    [shared] = _shared(y)
+    stops = np.cumsum(x.chunks[0]).tolist()
+    starts = [0, *stops[:-1]]
+    take = dask.delayed(_take_rows, pure=True)
+    return xs, [take(shared, start, stop) for start, stop in zip(starts, stops)]
 
 
 def _merge(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]):
@@ -97,9 +157,8 @@ def class_sums(features: Any, labels: Any, n_classes: int | None = None):
     """
     xs, ys = _row_blocks(features, labels)
     if n_classes is None:
-        n_classes = (
-            int(da.max(labels if is_dask_array(labels) else np.asarray(labels)).compute()) + 1
-        )
+        top = labels.max().compute() if is_dask_array(labels) else np.max(np.asarray(labels))
+        n_classes = int(top) + 1
     parts = [dask.delayed(kernels.class_sums)(x, y, n_classes) for x, y in zip(xs, ys)]
     sums, counts = _tree(parts).compute()
     return sums, counts
@@ -136,8 +195,8 @@ def topk_scores(features: Any, W: Any, b: Any = None, k: int = 5):
     Each chunk is scored by the Rust kernel where it lives; only the ``n x k``
     results are gathered.
     """
-    xs, _ = _row_blocks(features, np.zeros(features.shape[0], dtype=np.int64), align=True)
-    w = np.asarray(W)
+    xs, _ = _row_blocks(features, align=True)
+    w, b = _shared(np.asarray(W), b)
     parts = [dask.delayed(kernels.topk_scores)(x, w, b, k) for x in xs]
     results = dask.compute(*parts)
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
@@ -162,7 +221,6 @@ def evaluate(features: Any, labels: Any, W: Any, b: Any = None, **kwargs: Any):
     EvaluationReport
     """
     from alphanet_fast.evaluation import EvaluationReport
-    from alphanet_fast.evaluation import evaluate as evaluate_in_memory
 
     if "splits" not in kwargs:
         raise TypeError("evaluate() missing required keyword argument: 'splits'")
@@ -172,10 +230,16 @@ def evaluate(features: Any, labels: Any, W: Any, b: Any = None, **kwargs: Any):
     if hasattr(splits, "splits") and not hasattr(splits, "few"):
         kwargs["splits"] = splits.splits  # ship the splits, not the whole result
     xs, ys = _row_blocks(features, labels, align=True)
-    w = np.asarray(W)
-    parts = [dask.delayed(evaluate_in_memory)(x, y, w, b, **kwargs) for x, y in zip(xs, ys)]
+    w, b, kw = _shared(np.asarray(W), b, kwargs)
+    parts = [dask.delayed(_evaluate_chunk)(x, y, w, b, kw) for x, y in zip(xs, ys)]
     reports: list[EvaluationReport] = list(dask.compute(*parts))
     return _merge_reports(reports)
+
+
+def _evaluate_chunk(x: np.ndarray, y: np.ndarray, W: Any, b: Any, kwargs: dict) -> Any:
+    from alphanet_fast.evaluation import evaluate as evaluate_in_memory
+
+    return evaluate_in_memory(x, y, W, b, **kwargs)
 
 
 def _merge_reports(reports: list) -> Any:
