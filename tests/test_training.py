@@ -132,6 +132,16 @@ def test_frozen_pipeline_matches_naive_in_float32():
     np.testing.assert_allclose(
         nbs.numpy(), np.einsum("nd,fkd->nfk", x[rows], W[nb]), rtol=1e-5, atol=1e-5
     )
+    # Without the table: the same best base class, and the few scores from corrected rows.
+    base_max2, base_arg2 = frozen.val_base(x[rows])
+    torch.testing.assert_close(base_max2, base_max, rtol=0, atol=0)
+    torch.testing.assert_close(base_arg2, base_arg, rtol=0, atol=0)
+    alphas = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)
+    few_W = W[few] + np.einsum("fk,fkd->fd", alphas, W[nb])
+    best, arg = frozen.few_best(x[rows], torch.from_numpy(few_W), b_t[few])
+    few_full = (x[rows].astype(np.float64) @ few_W.T.astype(np.float64) + b[few]) * scale
+    np.testing.assert_array_equal(arg.numpy(), np.argmax(few_full, axis=1))
+    np.testing.assert_allclose(best.numpy(), few_full.max(axis=1), rtol=1e-5, atol=1e-5)
 
 
 def test_alphas_are_l1_normalised_and_applied_exactly():
@@ -441,33 +451,30 @@ def long_tail_small():
 
 
 def _record_frozen(monkeypatch):
-    """Count the training-row scorings; record each table's and each gather's bytes."""
-    seen = {"tables": [], "gathers": []}
-    train, gather = _Frozen.train, training._gather_steps
+    """Count the training-row scorings; record each feed's windows and buffer bytes."""
+    seen = {"tables": [], "feeds": []}
+    train, prepare = _Frozen.train, training._Feed.prepare
 
-    def counted_train(self, *args):
-        out = train(self, *args)
-        seen["tables"].append(sum(t.nbytes for t in out))
-        return out
+    def counted_train(self, x, labels, rows, *args, **kwargs):
+        seen["tables"].append(rows.size)
+        return train(self, x, labels, rows, *args, **kwargs)
 
-    def counted_gather(table, pos, *args):
-        out = gather(table, pos, *args)
-        # The row's source scores, picked first, are live while the columns are taken.
-        transient = pos.numel() * table[0].shape[1] * table[0].element_size()
-        seen["gathers"].append(transient + sum(t.nbytes for t in out))
-        return out
+    def recorded_prepare(self):
+        seen["feeds"].append({"windows": self.n_windows, "bytes": self.nbytes()})
+        return prepare(self)
 
     monkeypatch.setattr(_Frozen, "train", counted_train)
-    monkeypatch.setattr(training, "_gather_steps", counted_gather)
+    monkeypatch.setattr(training._Feed, "prepare", recorded_prepare)
     return seen
 
 
-def _frozen_sizes(data, res, batch_size=64):
+def _frozen_sizes(res, batch_size=64):
+    """Bytes of one batch's table rows (at most) and of one batch's gather buffers."""
     n_source = np.unique(np.concatenate([res.few_classes, res.neighbors.ravel()])).size
     k = res.neighbors.shape[1]
     row_bytes = training._table_row_bytes(n_source)
     step_bytes = training._step_bytes(n_source, res.few_classes.size, k)
-    return row_bytes, step_bytes, batch_size * (row_bytes + step_bytes)
+    return batch_size * row_bytes, batch_size * step_bytes
 
 
 def test_windowed_frozen_scores_give_the_same_result(long_tail_small, monkeypatch):
@@ -480,9 +487,8 @@ def test_windowed_frozen_scores_give_the_same_result(long_tail_small, monkeypatc
     n_per_epoch = whole.counts[whole.few_classes].sum() * 2  # rho = 1
     assert n_per_epoch > 3 * 64  # so 3 batches' worth cuts windows inside epochs
 
-    _, _, one_batch = _frozen_sizes(d, whole)
-    budget = 3 * one_batch
-    monkeypatch.setattr(training, "FROZEN_BUDGET_BYTES", budget)
+    table_batch, gather_batch = _frozen_sizes(whole)
+    monkeypatch.setattr(training, "FROZEN_BUDGET_BYTES", gather_batch + 3 * table_batch)
     seen["tables"].clear()
     windowed = af.correct(*args, **kw)
     # More windows than epochs: at least one window boundary falls inside an epoch.
@@ -503,28 +509,57 @@ def test_windowed_frozen_table_stays_within_the_budget(long_tail_small, monkeypa
     kw = {**FAST, "epochs": 3, "val": None}
     seen = _record_frozen(monkeypatch)
     whole = af.correct(*args, **kw)
-    up_front = seen["tables"][0] + max(seen["gathers"])
-    _, _, one_batch = _frozen_sizes(d, whole)
+    assert seen["feeds"][-1]["windows"] == 1
+    up_front = seen["feeds"][-1]["bytes"]
+    table_batch, gather_batch = _frozen_sizes(whole)
     for batches in (1, 2, 5):
-        budget = batches * one_batch
+        budget = gather_batch + batches * table_batch
         assert budget < up_front
         monkeypatch.setattr(training, "FROZEN_BUDGET_BYTES", budget)
-        seen["tables"].clear()
-        seen["gathers"].clear()
+        seen["feeds"].clear()
         res = af.correct(*args, **kw)
-        assert len(seen["tables"]) > 1
-        # A window's table and its largest gather are the most alive at once.
-        assert max(seen["tables"]) + max(seen["gathers"]) <= budget
+        (feed,) = seen["feeds"]
+        assert feed["windows"] > 1
+        # The table (sized for the largest window) and the gather buffers, all allocated.
+        assert feed["bytes"] <= budget
         np.testing.assert_allclose(res.alphas, whole.alphas, rtol=1e-5, atol=1e-5)
+
+
+def test_validation_recomputed_per_epoch_matches_the_frozen_table(long_tail_small, monkeypatch):
+    d = long_tail_small
+    args = (d.train_features, d.train_labels, d.W, d.b)
+    kw = {**FAST, "epochs": 4, "score_scale": 2.0, "val": (d.val_features, d.val_labels)}
+    frozen = af.correct(*args, **kw)
+    calls = []
+    few_best = _Frozen.few_best
+
+    def counted(self, *a):
+        calls.append(1)
+        return few_best(self, *a)
+
+    monkeypatch.setattr(_Frozen, "few_best", counted)
+    monkeypatch.setattr(training, "VAL_BUDGET_BYTES", 0)
+    streamed = af.correct(*args, **kw)
+    assert len(calls) == kw["epochs"]  # the few columns, once per epoch
+    # Training does not depend on validation; the accuracies are the same counts.
+    np.testing.assert_array_equal(streamed.alphas, frozen.alphas)
+    assert [h["val_top1"] for h in streamed.history] == [h["val_top1"] for h in frozen.history]
+    assert streamed.best_epoch == frozen.best_epoch
+    # And they are the corrected classifier's own accuracies at the kept epoch (up to
+    # a near-tie or two: the returned W went through float64 and back).
+    report = af.evaluate(d.val_features, d.val_labels, streamed.W, d.b, splits=streamed, k=1)
+    kept = streamed.history[streamed.best_epoch - 1]["val_top1"]
+    for split in ("few", "overall"):
+        assert abs(kept[split] - report.accuracy[1][split]) <= 2 / d.val_labels.size
 
 
 def test_windows_are_whole_batches_within_the_budget():
     rng = np.random.default_rng(0)
     epochs, n, batch = 4, 150, 16  # the last batch of each epoch is short (6 rows)
     order = rng.integers(0, 90, size=(epochs, n))  # rows recur within a window
-    row_bytes, step_bytes = 40, 8
-    budget = 3000  # windows of 5-6 batches
-    bounds = _windows(order, batch, row_bytes, step_bytes, budget)
+    row_bytes = 40
+    budget = 2000  # windows of 3-5 batches
+    bounds, most = _windows(order, batch, row_bytes, budget)
     flat = order.ravel()
     assert bounds[0] == 0 and bounds[-1] == flat.size and (np.diff(bounds) > 0).all()
     batch_starts = {e * n + lo for e in range(epochs) for lo in range(0, n, batch)}
@@ -533,16 +568,17 @@ def test_windows_are_whole_batches_within_the_budget():
     spans = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if lo // n != (hi - 1) // n]
     assert spans  # and a window across an epoch boundary
 
-    def cost(lo, hi):
-        return np.unique(flat[lo:hi]).size * row_bytes + (hi - lo) * step_bytes
+    def distinct(lo, hi):
+        return np.unique(flat[lo:hi]).size
 
     ordered = sorted(batch_starts) + [flat.size]
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        assert cost(lo, hi) <= budget
+        assert distinct(lo, hi) * row_bytes <= budget
         if hi < flat.size:  # greedy: one more batch would not fit
-            assert cost(lo, ordered[ordered.index(hi) + 1]) > budget
+            assert distinct(lo, ordered[ordered.index(hi) + 1]) * row_bytes > budget
+    assert most == max(distinct(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]))
     # A budget below one batch still makes progress, one batch per window.
-    tiny = _windows(order, batch, row_bytes, step_bytes, 1)
+    tiny, _ = _windows(order, batch, row_bytes, 1)
     np.testing.assert_array_equal(tiny, ordered)
 
 
@@ -671,6 +707,18 @@ def _bad_calls():
         ((nan_x, y, W, b), {}, ValueError, "features: row 7 contains NaN"),
         ((x, y, nan_W, b), {}, ValueError, "W: row 4 contains NaN"),
         ((x, y, W, b), {"val": (nan_vx, vy)}, ValueError, r"val\[0\] \(features\): row 11"),
+        (
+            (x * 1e20, y, W * 1e20, b),
+            {"metric": "random"},
+            ValueError,
+            r"features: the scores of row \d+\.\.\d+ against W overflow float32",
+        ),
+        (
+            (x, y, W * 1e20, b),
+            {"metric": "random", "val": (vx * 1e20, vy)},
+            ValueError,
+            r"val\[0\] \(features\): the scores of row 0\.\.\d+ against W overflow",
+        ),
         ((x, y, W, b), {"val": (vx[:, :4], vy)}, ValueError, r"val\[0\] \(features\): expected 6"),
         ((x, y, W, b), {"val": (vx, vy[:-2])}, ValueError, r"val\[1\] \(labels\): expected"),
         ((x, y, W, b), {"val": vx}, TypeError, r"val: expected a \(features, labels\) pair"),

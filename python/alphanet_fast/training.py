@@ -10,13 +10,15 @@ Every score against an original weight row is computed once:
   the log-sum-exp of the base-class scores, the target's score when the
   target is a base class, and ``x · W_c`` for the few classes and their
   neighbours (the "source scores");
-* when that table (and an epoch's gathers of it) would exceed
-  ``FROZEN_BUDGET_BYTES``, the same draws are instead cut into windows of whole
-  batches whose distinct rows fit, and each window's rows are scored when the
-  steps reach it: memory stays bounded, and a row drawn in several windows is
-  scored once per window;
+* when that table would exceed ``FROZEN_BUDGET_BYTES``, the same draws are
+  instead cut into windows of whole batches whose distinct rows fit, and each
+  window's rows are scored when the steps reach it: memory stays bounded, and a
+  row drawn in several windows is scored once per window. The steps read the
+  table through gathers of a few batches at a time, into reused buffers;
 * validation rows are scored once the same way, keeping their best base class
-  and their source scores;
+  and their source scores; when that table would exceed ``VAL_BUDGET_BYTES``,
+  only the best base class is kept and each epoch recomputes the few classes'
+  columns from the corrected few rows ``w'_f`` (``n_val x F x d`` an epoch);
 * a step then costs ``O(batch x F x (k+1))`` for the logits plus the network,
   whose ``F x (k+1)d`` input (all few classes in one batch) is a constant.
 """
@@ -40,6 +42,7 @@ import torch
 from torch.nn import functional as F
 
 from alphanet_fast._memory import is_releasable, release_rows
+from alphanet_fast._optim import AdamW
 from alphanet_fast._rows import RowSource
 from alphanet_fast._validation import (
     float_dtype_of,
@@ -71,13 +74,18 @@ LOOP_THREADS = 1
 # their scores against every class stay around this many bytes.
 BLOCK_BYTES = 16 << 20
 
-# Bound on the frozen training quantities held at once: the table of scored rows
-# (per row: scores against the source classes, base log-sum-exp, target score, few
-# index) plus the per-sample gathers of it that the steps read (the own and neighbour
-# source scores of every sample position of an epoch or a window). When every epoch's
-# distinct rows fit, they are scored once up front; otherwise the steps run in
-# windows of whole batches, each window's rows scored on entry (see `_windows`).
-FROZEN_BUDGET_BYTES = 512 << 20
+# Bound on the frozen training quantities held at once: the table of a window's
+# distinct rows (per row: scores against the source classes, base log-sum-exp,
+# target score, few index) plus the buffers the steps' chunks are gathered into.
+# When every epoch's distinct rows fit, they are scored once up front; otherwise the
+# steps run in windows of whole batches, each window's rows scored on entry (`_Feed`).
+# At the iNaturalist-2018 shape (~8,000 source classes) a window holds ~3,500 rows.
+FROZEN_BUDGET_BYTES = 96 << 20
+
+# Bound on the frozen validation table (per row: scores against each few class and
+# its neighbours). Above it, validation keeps each row's best base class only and
+# recomputes the few classes' columns every epoch from the corrected few rows.
+VAL_BUDGET_BYTES = 128 << 20
 
 
 # --------------------------------------------------------------------------- checks
@@ -212,6 +220,23 @@ def _torch_settings(threads: int | None, device: torch.device) -> Iterator[None]
         torch.set_float32_matmul_precision(prev_precision)
 
 
+def _weights_tensor(W: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``W`` as a float32 tensor on ``device``: the caller's own memory when it is
+    already a C-ordered float32 array on the CPU (it is only ever read), else a copy."""
+    if device.type == "cpu" and W.dtype == np.float32 and W.flags.c_contiguous:
+        with warnings.catch_warnings():
+            # A read-only array is fine: nothing writes to this tensor.
+            warnings.filterwarnings("ignore", message=".*not writable", category=UserWarning)
+            return torch.from_numpy(W)
+    return torch.tensor(W, dtype=torch.float32, device=device)
+
+
+def _val_table_bytes(n_val: int, n_few: int, k: int) -> int:
+    """Bytes of the frozen validation table: few and neighbour scores, best base score
+    and class, per row."""
+    return n_val * (4 * n_few * (k + 1) + 4 + 8)
+
+
 def _block_rows(d: int, n_classes: int) -> int:
     return max(64, BLOCK_BYTES // (4 * (d + n_classes)))
 
@@ -267,23 +292,31 @@ def _table_row_bytes(n_source: int) -> int:
 
 def _step_bytes(n_source: int, n_few: int, k: int) -> int:
     """Bytes per sample position gathered for the steps: the row's source scores
-    (transient), the own (F) and neighbour (F x k) columns of them, and its
+    (picked first), the own (F) and neighbour (F x k) columns of them, and its
     log-sum-exp, target score and few index."""
     return 4 * (n_source + n_few * (k + 1)) + 4 + 4 + 8
 
 
+def _chunk_positions(n_per_epoch: int, batch_size: int, step_bytes: int, budget: int) -> int:
+    """Sample positions gathered at once for the steps: whole batches, an epoch at most,
+    within an eighth of the budget (at least one batch)."""
+    batches_per_epoch = -(-n_per_epoch // batch_size)
+    fit = (budget // 8) // (step_bytes * batch_size)
+    return batch_size * max(1, min(batches_per_epoch, fit))
+
+
 def _windows(
-    order: np.ndarray, batch_size: int, row_bytes: int, step_bytes: int, budget: int
-) -> np.ndarray:
+    order: np.ndarray, batch_size: int, row_bytes: int, budget: int
+) -> tuple[np.ndarray, int]:
     """Cut the epochs' samples, read in order, into windows of whole batches.
 
     ``order`` is (epochs, n_per_epoch); a position ``p`` in the flattened order is
     sample ``p % n_per_epoch`` of epoch ``p // n_per_epoch``, and batches start at
     multiples of ``batch_size`` within each epoch. Windows are grown batch by batch
-    while ``distinct rows x row_bytes + positions x step_bytes <= budget``; a window
-    holds at least one batch (so a budget below one batch is exceeded by that batch).
-    A window may span an epoch boundary. Returns the window bounds in flattened
-    positions: ``[0, c_1, ..., epochs * n_per_epoch]``.
+    while their distinct rows x ``row_bytes`` stay within ``budget``; a window holds
+    at least one batch (so a budget below one batch is exceeded by that batch), and
+    may span an epoch boundary. Returns the window bounds in flattened positions,
+    ``[0, c_1, ..., epochs * n_per_epoch]``, and the most distinct rows of a window.
     """
     epochs, n = order.shape
     flat = order.reshape(-1)
@@ -292,56 +325,41 @@ def _windows(
     # stamp[row] == w: the row is already in window w (no clearing between windows).
     stamp = np.full(int(flat.max()) + 1, -1, dtype=np.int64)
     bounds = [0]
-    window, distinct = 0, 0
+    window, distinct, most = 0, 0, 0
     for lo, hi in zip(starts.tolist(), ends.tolist()):
         batch = flat[lo:hi]
         new = np.unique(batch[stamp[batch] != window])
-        if lo > bounds[-1] and (
-            (distinct + new.size) * row_bytes + (hi - bounds[-1]) * step_bytes > budget
-        ):
+        if lo > bounds[-1] and (distinct + new.size) * row_bytes > budget:
             bounds.append(lo)
             window, distinct = window + 1, 0
             new = np.unique(batch)
         stamp[new] = window
         distinct += new.size
+        most = max(most, distinct)
     bounds.append(flat.size)
-    return np.asarray(bounds, dtype=np.int64)
+    return np.asarray(bounds, dtype=np.int64), most
 
 
-def _gather_steps(
-    table: tuple[torch.Tensor, ...],
-    pos: torch.Tensor,
-    own_cols_t: torch.Tensor,
-    nb_cols_t: torch.Tensor,
-) -> tuple[torch.Tensor, ...]:
-    """The steps' inputs for the sample positions ``pos`` (indices into the table's
-    rows): own scores (m, F), neighbour scores (m, F, k), base log-sum-exp, target
-    score, target few index. One gather each; batches are then slices (views)."""
-    source, base_lse, target_logit, target_few = table
-    picked = source[pos]
-    return (
-        picked[:, own_cols_t],
-        picked[:, nb_cols_t],
-        base_lse[pos],
-        target_logit[pos],
-        target_few[pos],
-    )
+class _Feed:
+    """The steps' inputs, within ``FROZEN_BUDGET_BYTES``.
 
+    The epochs' samples are cut into windows of whole batches (`_windows`) whose
+    distinct rows' frozen quantities fit the budget; on entering a window its rows
+    are scored into one table, whose buffers every window reuses. The steps then
+    read an epoch's part of a window in chunks of whole batches, gathered into
+    reused buffers: per sample, its own (F) and neighbour (F x k) source scores,
+    base log-sum-exp, target score and target few index.
 
-class _WindowFeed:
-    """The windowed way to the steps' inputs, when the up-front table would not fit
-    ``FROZEN_BUDGET_BYTES``: windows of whole batches (`_windows`) visited in order,
-    each window's distinct rows scored once on entry, the previous window's table
-    dropped first.
+    A small problem is one window, scored once before the first step (`prepare`),
+    and one chunk per epoch. A large one pays for its bound: a row drawn in several
+    windows is scored in each of them. Few-split rows are drawn every epoch and
+    base draws rarely repeat within an epoch, so scoring then costs about
+    ``epochs x n_per_epoch / n_distinct_rows`` times the up-front scoring: about 4x
+    at the iNaturalist-2018 shape (25 epochs of ~64K samples, ~380K distinct rows,
+    ~8,000 source classes), where one table would take 11 GiB.
 
-    The price of the bound: a row drawn in several windows is scored in each of them.
-    Few-split rows are drawn every epoch and base draws rarely repeat within an epoch,
-    so scoring costs about ``epochs x n_per_epoch / n_distinct_rows`` times the
-    up-front scoring: about 4x at the iNaturalist-2018 shape (25 epochs of ~64K
-    samples, ~380K distinct rows; ~8,000 source classes, 3,224 few classes), where
-    the default budget gives ~420 windows of ~3,500 samples, each with a table of
-    ~115 MiB and gathers of ~390 MiB, instead of an 11 GiB table plus 6.5 GiB of
-    gathers per epoch.
+    Buffers are allocated once: windows and chunks of varying sizes, freed and
+    reallocated, would stay in the allocator's arenas and inflate resident memory.
     """
 
     def __init__(
@@ -351,33 +369,70 @@ class _WindowFeed:
         labels: np.ndarray,
         few_index: np.ndarray,
         order: np.ndarray,
-        bounds: np.ndarray,
+        batch_size: int,
         own_cols_t: torch.Tensor,
         nb_cols_t: torch.Tensor,
         watch: _Stopwatch,
+        budget: int,
     ):
         self.frozen, self.x, self.labels, self.few_index = frozen, x, labels, few_index
-        self.own_cols_t, self.nb_cols_t = own_cols_t, nb_cols_t
+        self.own_cols_t, self.nb_cols_flat_t = own_cols_t, nb_cols_t.reshape(-1)
         self.flat = order.reshape(-1)
         self.n_per_epoch = order.shape[1]
-        self.bounds = bounds
         self.watch = watch
+        n_src, n_few, k = frozen.source_classes_t.numel(), own_cols_t.numel(), nb_cols_t.shape[1]
+        self.chunk = _chunk_positions(
+            self.n_per_epoch, batch_size, _step_bytes(n_src, n_few, k), budget
+        )
+        table_budget = budget - self.chunk * _step_bytes(n_src, n_few, k)
+        self.bounds, capacity = _windows(order, batch_size, _table_row_bytes(n_src), table_budget)
+        dev = frozen.W_t.device
+        self.table = (
+            torch.empty((capacity, n_src), dtype=torch.float32, device=dev),
+            torch.empty(capacity, dtype=torch.float32, device=dev),
+            torch.empty(capacity, dtype=torch.float32, device=dev),
+            torch.empty(capacity, dtype=torch.int64, device=dev),
+        )
+        m = self.chunk
+        self.picked = torch.empty((m, n_src), dtype=torch.float32, device=dev)
+        self.steps = (
+            torch.empty((m, n_few), dtype=torch.float32, device=dev),
+            torch.empty((m, n_few, k), dtype=torch.float32, device=dev),
+            torch.empty(m, dtype=torch.float32, device=dev),
+            torch.empty(m, dtype=torch.float32, device=dev),
+            torch.empty(m, dtype=torch.int64, device=dev),
+        )
         self._index = -1
-        self._table: tuple[torch.Tensor, ...] | None = None
+        self._rows = 0
         self._pos: torch.Tensor | None = None
 
+    @property
+    def n_windows(self) -> int:
+        return self.bounds.size - 1
+
+    def nbytes(self) -> int:
+        """Bytes of the table and gather buffers."""
+        return sum(t.nbytes for t in (*self.table, self.picked, *self.steps))
+
+    def prepare(self) -> None:
+        """Score the first window now (with one window: every row, once)."""
+        self._enter(0)
+
     def _enter(self, index: int) -> None:
-        self._table = self._pos = None  # the previous window's table goes first
         lo, hi = int(self.bounds[index]), int(self.bounds[index + 1])
         with self.watch.stage("frozen_train"):
             rows, pos = np.unique(self.flat[lo:hi], return_inverse=True)
-            self._table = self.frozen.train(self.x, self.labels, rows, self.few_index)
             self._pos = torch.from_numpy(pos.reshape(-1)).to(self.frozen.W_t.device)
+            out = tuple(t[: rows.size] for t in self.table)
+            self.frozen.train(self.x, self.labels, rows, self.few_index, out=out)
+            self._rows = rows.size
         self._index = index
 
-    def each_piece(self, epoch: int, run: Callable[[tuple[torch.Tensor, ...]], None]) -> None:
-        """Call ``run(steps)`` for the epoch's consecutive pieces (one per window it
-        overlaps), in order; ``steps`` as :func:`_gather_steps`."""
+    def each_chunk(self, epoch: int, run: Callable[[tuple[torch.Tensor, ...]], None]) -> None:
+        """Call ``run(steps)`` for the epoch's consecutive chunks of whole batches, in
+        order; ``steps`` are views (valid until the next call of ``run``) of the own
+        scores (m, F), neighbour scores (m, F, k), base log-sum-exp, target score
+        and target few index of the chunk's samples."""
         e0 = (epoch - 1) * self.n_per_epoch
         e1 = e0 + self.n_per_epoch
         first = int(np.searchsorted(self.bounds, e0, side="right")) - 1
@@ -387,11 +442,23 @@ class _WindowFeed:
                 self._enter(index)
             w0 = int(self.bounds[index])
             lo, hi = max(e0, w0), min(e1, int(self.bounds[index + 1]))
-            with self.watch.stage("epochs"):
-                run(self._gather(self._pos[lo - w0 : hi - w0]))
+            # Pieces start on batch boundaries (windows do), and chunks are whole batches.
+            for c0 in range(lo, hi, self.chunk):
+                c1 = min(hi, c0 + self.chunk)
+                with self.watch.stage("epochs"):
+                    run(self._gather(self._pos[c0 - w0 : c1 - w0]))
 
     def _gather(self, pos: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return _gather_steps(self._table, pos, self.own_cols_t, self.nb_cols_t)
+        m, n = pos.numel(), self._rows
+        source, base_lse, target_logit, target_few = (t[:n] for t in self.table)
+        own, nbs, lse, logit, tfew = (t[:m] for t in self.steps)
+        picked = torch.index_select(source, 0, pos, out=self.picked[:m])
+        torch.index_select(picked, 1, self.own_cols_t, out=own)
+        torch.index_select(picked, 1, self.nb_cols_flat_t, out=nbs.view(m, -1))
+        torch.index_select(base_lse, 0, pos, out=lse)
+        torch.index_select(target_logit, 0, pos, out=logit)
+        torch.index_select(target_few, 0, pos, out=tfew)
+        return own, nbs, lse, logit, tfew
 
 
 def _sample_losses(
@@ -484,14 +551,18 @@ class _Frozen:
         rows: np.ndarray,
         name: str,
         work: Callable[[int, int, torch.Tensor], None],
+        weights: torch.Tensor | None = None,
     ) -> None:
-        """Call ``work(lo, hi, x[rows[lo:hi]] @ W.T)`` for consecutive blocks of rows.
+        """Call ``work(lo, hi, x[rows[lo:hi]] @ weights.T)`` for consecutive blocks of
+        rows; ``weights`` is ``W`` unless given (at most as many rows as ``W``).
 
         ``work`` may overwrite the scores (they are scratch). Blocks write disjoint
         slices of the outputs, so they run on several workers; each worker takes
         the next block when free, and the first bad block in row order is reported.
         """
         n_classes, d = self.W_t.shape
+        weights = self.W_t if weights is None else weights
+        cols = weights.shape[0]
         step = _block_rows(d, n_classes)
         device = self.W_t.device
 
@@ -512,8 +583,11 @@ class _Frozen:
             xb = scratch.x[:n]
             if scratch.copy:
                 xb.copy_(torch.from_numpy(scratch.host[:n]))
-            raw = torch.mm(xb, self.W_t.T, out=scratch.raw[:n])
-            if not bool(torch.isfinite(raw).all()):
+            out = scratch.raw.view(-1)[: n * cols].view(n, cols)
+            raw = torch.mm(xb, weights.T, out=out)
+            # min and max are finite exactly when every score is (NaN propagates);
+            # unlike isfinite().all() this allocates no (rows, classes) mask.
+            if not bool(torch.isfinite(torch.stack(torch.aminmax(raw))).all()):
                 raise _nonfinite_error(x, sel, name)
             work(lo, lo + n, raw)
 
@@ -525,14 +599,27 @@ class _Frozen:
             for lo in starts:
                 one(lo)
 
-    def train(self, x: np.ndarray, labels: np.ndarray, rows: np.ndarray, few_index: np.ndarray):
+    def train(
+        self,
+        x: np.ndarray,
+        labels: np.ndarray,
+        rows: np.ndarray,
+        few_index: np.ndarray,
+        out: tuple[torch.Tensor, ...] | None = None,
+    ):
         """Per drawn row: scores against the source classes, base log-sum-exp, base target
-        score, and the target's few index (-1 for a base target)."""
+        score, and the target's few index (-1 for a base target); written into ``out``
+        (four tensors of ``rows.size`` rows) when given."""
         n, n_src = rows.size, self.source_classes_t.numel()
         dev = self.W_t.device
-        source = torch.empty((n, n_src), dtype=torch.float32, device=dev)
-        base_lse = torch.empty(n, dtype=torch.float32, device=dev)
-        target_logit = torch.empty(n, dtype=torch.float32, device=dev)
+        if out is None:
+            out = (
+                torch.empty((n, n_src), dtype=torch.float32, device=dev),
+                torch.empty(n, dtype=torch.float32, device=dev),
+                torch.empty(n, dtype=torch.float32, device=dev),
+                torch.empty(n, dtype=torch.int64, device=dev),
+            )
+        source, base_lse, target_logit, target_few = out
         y_t = torch.from_numpy(labels[rows]).to(dev)
 
         def work(lo: int, hi: int, raw: torch.Tensor) -> None:
@@ -542,7 +629,7 @@ class _Frozen:
             base_lse[lo:hi] = _logsumexp_(full.masked_fill_(self.few_mask_t, -math.inf))
 
         self._score_blocks(x, rows, "features", work)
-        target_few = torch.from_numpy(few_index[labels[rows]]).to(dev)
+        target_few.copy_(torch.from_numpy(few_index[labels[rows]]))
         return source, base_lse, target_logit, target_few
 
     def val(self, x: np.ndarray):
@@ -567,6 +654,37 @@ class _Frozen:
 
         self._score_blocks(x, np.arange(n), "val[0] (features)", work)
         return own, nb, base_max, base_arg
+
+    def val_base(self, x: np.ndarray):
+        """Per validation row: the best base score and the best base class only (when
+        the few classes' columns are recomputed every epoch, see `few_best`)."""
+        n, dev = x.shape[0], self.W_t.device
+        base_max = torch.empty(n, dtype=torch.float32, device=dev)
+        base_arg = torch.empty(n, dtype=torch.int64, device=dev)
+
+        def work(lo: int, hi: int, raw: torch.Tensor) -> None:
+            full = (
+                raw.add_(self.b_t).mul_(self.score_scale).masked_fill_(self.few_mask_t, -math.inf)
+            )
+            torch.max(full, dim=1, out=(base_max[lo:hi], base_arg[lo:hi]))
+
+        self._score_blocks(x, np.arange(n), "val[0] (features)", work)
+        return base_max, base_arg
+
+    def few_best(self, x: np.ndarray, few_W: torch.Tensor, few_bias: torch.Tensor):
+        """Per row of ``x``: the best corrected few score ``(x · w'_f + b_f) * scale`` and
+        its index into the few classes, from the corrected few rows ``few_W`` (F, d)."""
+        n, dev = x.shape[0], self.W_t.device
+        best = torch.empty(n, dtype=torch.float32, device=dev)
+        arg = torch.empty(n, dtype=torch.int64, device=dev)
+
+        def work(lo: int, hi: int, raw: torch.Tensor) -> None:
+            torch.max(
+                raw.add_(few_bias).mul_(self.score_scale), dim=1, out=(best[lo:hi], arg[lo:hi])
+            )
+
+        self._score_blocks(x, np.arange(n), "val[0] (features)", work, weights=few_W)
+        return best, arg
 
 
 # --------------------------------------------------------------------------- correct
@@ -685,11 +803,16 @@ def correct(
 
     Memory: the frozen training quantities (per distinct drawn row ``4 x
     (n_source + 4)`` bytes, ``n_source`` = few classes and their neighbours,
-    plus an epoch's per-sample gathers) are kept within
-    ``alphanet_fast.training.FROZEN_BUDGET_BYTES`` (512 MiB). Larger problems
+    plus the buffers the steps gather into) are kept within
+    ``alphanet_fast.training.FROZEN_BUDGET_BYTES`` (96 MiB). Larger problems
     run in windows of whole batches whose distinct rows are scored on entry;
     the samples, and so the result, are the same, but a row drawn in several
-    windows is scored again (``timings["frozen_train"]`` is the total).
+    windows is scored again (``timings["frozen_train"]`` is the total). The
+    validation rows' few and neighbour scores (``4 x F x (k+1)`` bytes a row)
+    are kept when they fit ``VAL_BUDGET_BYTES`` (128 MiB); otherwise each
+    epoch scores the validation rows against the corrected few rows instead.
+    A float32, C-ordered ``W`` is read in place; other dtypes or orders are
+    copied once as float32.
 
     For the duration of the call, torch runs on one intra-op thread (on a
     shared machine, multi-threaded small ops stall on descheduled threads;
@@ -843,14 +966,11 @@ def correct(
         # ---- frozen scores
         with watch.stage("sampling"):
             order = _draw_epochs(y, few_rows, splits, counts, rho, epochs, sample_rng)
-            rows, positions = np.unique(order, return_inverse=True)
-            positions = positions.reshape(order.shape)
         n_per_epoch = order.shape[1]
         source_classes = np.unique(np.concatenate([few, nb.ravel()]))
         own_cols = np.searchsorted(source_classes, few)
         nb_cols = np.searchsorted(source_classes, nb)
-        # torch.tensor copies: the caller's arrays may be read-only, and are never shared.
-        W_t = torch.tensor(W_arr, dtype=torch.float32, device=dev)
+        W_t = _weights_tensor(W_arr, dev)
         b_t = torch.from_numpy(bias.astype(np.float32)).to(dev)
         few_t = torch.from_numpy(few).to(dev)
         nb_t = torch.tensor(nb, dtype=torch.int64, device=dev)
@@ -860,57 +980,71 @@ def correct(
         frozen = scoring.enter_context(
             _Frozen(W_t, b_t, few_t, nb_t, source_classes_t, score_scale, workers)
         )
+        few_bias_t = b_t[few_t]
+        # Validation keeps each row's few and neighbour scores when they fit
+        # VAL_BUDGET_BYTES; otherwise only its best base class, and the few classes'
+        # columns are recomputed each epoch from the corrected few rows (DESIGN §2).
+        val_frozen = False
         if vx is not None:
             with watch.stage("frozen_val"):
-                val_own, val_nb, val_base_max, val_base_arg = frozen.val(vx)
+                val_frozen = _val_table_bytes(vx.shape[0], few.size, k) <= VAL_BUDGET_BYTES
+                if val_frozen:
+                    val_own, val_nb, val_base_max, val_base_arg = frozen.val(vx)
+                else:
+                    val_base_max, val_base_arg = frozen.val_base(vx)
                 val_labels_t = torch.tensor(vy, device=dev)
                 split_code = np.zeros(n_classes, dtype=np.int64)
                 split_code[splits.medium], split_code[splits.many] = 1, 2
                 val_split_t = torch.from_numpy(split_code[vy]).to(dev)
                 val_split_n = torch.bincount(val_split_t, minlength=3).to(torch.float64)
 
-        # One table of every epoch's distinct rows when it (and an epoch's gathers) fits
-        # the budget; otherwise windows of batches, each scored on entry (_WindowFeed).
-        budget = FROZEN_BUDGET_BYTES
-        row_bytes = _table_row_bytes(source_classes.size)
-        step_bytes = _step_bytes(source_classes.size, few.size, k)
-        feed: _WindowFeed | None = None
-        if rows.size * row_bytes + n_per_epoch * step_bytes <= budget:
-            with watch.stage("frozen_train"):
-                table = frozen.train(x, y, rows, few_index)
-                positions_t = torch.from_numpy(positions).to(dev)
-            scoring.close()  # the workers and their buffers are not needed any more
-            del frozen
-        else:
-            with watch.stage("sampling"):
-                bounds = _windows(order, batch_size, row_bytes, step_bytes, budget)
-            feed = _WindowFeed(frozen, x, y, few_index, order, bounds, own_cols_t, nb_cols_t, watch)
-        del rows, positions
-
-        def each_piece(epoch: int, run: Callable[[tuple[torch.Tensor, ...]], None]) -> None:
-            if feed is not None:
-                feed.each_piece(epoch, run)
-            else:
-                with watch.stage("epochs"):
-                    run(_gather_steps(table, positions_t[epoch - 1], own_cols_t, nb_cols_t))
+        with watch.stage("sampling"):
+            feed = _Feed(
+                frozen,
+                x,
+                y,
+                few_index,
+                order,
+                batch_size,
+                own_cols_t,
+                nb_cols_t,
+                watch,
+                FROZEN_BUDGET_BYTES,
+            )
+        feed.prepare()
+        if feed.n_windows == 1 and (vx is None or val_frozen):
+            scoring.close()  # no more scoring: the workers and their buffers can go
+        del order
 
         # The network's input: each few class's flattened [W_f; W_n1..W_nk], a constant.
         stacks = W_t[torch.cat([few_t[:, None], nb_t], dim=1)].reshape(few.size, -1)
         del W_t
-        few_bias_t = b_t[few_t]
+
+        def corrected_few_rows(alphas_t: torch.Tensor) -> torch.Tensor:
+            """``w'_f = W_f + sum_i ã_f,i W_ni`` for every few class, (F, d)."""
+            parts = stacks.view(few.size, k + 1, -1)
+            return parts[:, 0] + torch.bmm(alphas_t[:, None, :], parts[:, 1:])[:, 0]
 
         def val_top1(alphas_t: torch.Tensor) -> dict[str, float]:
-            hits = torch.empty(val_base_max.shape[0], dtype=torch.float64, device=dev)
-            # Chunks small enough that the (rows, F, k) product stays in cache.
-            step = max(64, (4 << 20) // (4 * few.size * k))
-            for lo in range(0, hits.shape[0], step):
-                sl = slice(lo, lo + step)
-                scores = few_scores(val_own[sl], val_nb[sl], alphas_t, few_bias_t, score_scale)
-                few_max, few_arg = scores.max(dim=1)
-                few_cls, base_max, base_cls = few_t[few_arg], val_base_max[sl], val_base_arg[sl]
-                # Exact ties go to the lower class id, as an argmax over all classes would.
-                few_wins = (few_max > base_max) | ((few_max == base_max) & (few_cls < base_cls))
-                hits[sl] = (torch.where(few_wins, few_cls, base_cls) == val_labels_t[sl]).double()
+            n_val = val_base_max.shape[0]
+            if val_frozen:
+                few_max = torch.empty(n_val, dtype=torch.float32, device=dev)
+                few_arg = torch.empty(n_val, dtype=torch.int64, device=dev)
+                # Chunks small enough that the (rows, F, k) product stays in cache.
+                step = max(64, (4 << 20) // (4 * few.size * k))
+                for lo in range(0, n_val, step):
+                    sl = slice(lo, lo + step)
+                    scores = few_scores(val_own[sl], val_nb[sl], alphas_t, few_bias_t, score_scale)
+                    torch.max(scores, dim=1, out=(few_max[sl], few_arg[sl]))
+            else:
+                few_max, few_arg = frozen.few_best(vx, corrected_few_rows(alphas_t), few_bias_t)
+            few_cls = few_t[few_arg]
+            # Exact ties go to the lower class id, as an argmax over all classes would.
+            few_wins = (few_max > val_base_max) | (
+                (few_max == val_base_max) & (few_cls < val_base_arg)
+            )
+            predicted = torch.where(few_wins, few_cls, val_base_arg)
+            hits = (predicted == val_labels_t).double()
             per_split = torch.bincount(val_split_t, weights=hits, minlength=3) / val_split_n
             out = dict(zip(SPLIT_NAMES, per_split.tolist()))
             out["overall"] = float(hits.mean())
@@ -918,10 +1052,13 @@ def correct(
 
         # ---- training
         net = build_network(stacks.shape[1], k, hidden, seed=seed, device=dev)
-        optimizer = torch.optim.AdamW(
-            net.parameters(), lr=lr, weight_decay=weight_decay, **_fused_kwargs(dev)
+        optimizer = AdamW(
+            list(net.parameters()),
+            lr=lr,
+            weight_decay=weight_decay,
+            step_size=lr_step,
+            gamma=lr_gamma,
         )
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=lr_gamma)
         first_eligible = min(min_epochs, epochs)
         history: list[dict] = []
         best_epoch, best_acc, best_alphas = 0, -math.inf, None
@@ -934,7 +1071,7 @@ def correct(
                 alphas_t = net(stacks)
                 scores = few_scores(own[sl], nbs[sl], alphas_t, few_bias_t, score_scale)
                 loss = _sample_losses(scores, lse[sl], logit[sl], target_few[sl]).mean()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 loss_sum += loss.detach().double() * scores.shape[0]
@@ -943,12 +1080,12 @@ def correct(
         try:
             for epoch in range(1, epochs + 1):
                 with watch.stage("epochs"):
-                    epoch_lr = optimizer.param_groups[0]["lr"]
+                    epoch_lr = optimizer.lr
                     net.train()
                     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-                each_piece(epoch, functools.partial(run_steps, loss_sum=loss_sum))
+                feed.each_chunk(epoch, functools.partial(run_steps, loss_sum=loss_sum))
                 with watch.stage("epochs"):
-                    scheduler.step()
+                    optimizer.end_epoch()
                     net.eval()
                     with torch.no_grad():
                         alphas_t = net(stacks)
@@ -978,7 +1115,7 @@ def correct(
                 bar.update(1)
         finally:
             bar.close()
-            feed = table = None  # drop the frozen table before the final update
+            feed = None  # drop the frozen table before the final update
 
     # ---- final update, in the input's dtype, by the Rust kernel
     with watch.stage("final_update"):
@@ -999,16 +1136,6 @@ def correct(
         config=config,
         timings=dict(watch.seconds),
     )
-
-
-def _fused_kwargs(device: torch.device) -> dict:
-    # The fused AdamW is one kernel instead of a dozen elementwise passes per step.
-    try:
-        probe = torch.nn.Parameter(torch.zeros(1, device=device))
-        torch.optim.AdamW([probe], fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return {}
-    return {"fused": True}
 
 
 class _NoBar:
