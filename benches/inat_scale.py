@@ -1,11 +1,12 @@
 """iNaturalist-2018-shaped correct(): time and peak RSS, features in memory or memory-mapped.
 
     python benches/inat_scale.py write 0 [DIR]       # writes DIR/inat_features.npy (3.6 GB)
-    python benches/inat_scale.py memory EPOCHS [DIR]
-    python benches/inat_scale.py memmap EPOCHS [DIR]
+    python benches/inat_scale.py memory EPOCHS [DIR] [val]
+    python benches/inat_scale.py memmap EPOCHS [DIR] [val]
 
 Synthetic data with the iNaturalist-2018 shape (437,513 x 2,048 float32,
-8,142 classes, 3,224 of them few). Prints one JSON line: seconds, peak RSS of
+8,142 classes, 3,224 of them few); with ``val``, a validation set of 3 rows a
+class (24,426 x 2,048, in memory) as iNaturalist's. Prints one JSON line: seconds, peak RSS of
 the call (Linux VmHWM, reset just before it), stage timings. Run by
 ``benches/test_bench_large.py`` when ``ALPHANET_FAST_INAT_BENCH=1``.
 """
@@ -42,6 +43,13 @@ if mode == "write":
         x[s:e] = centres[labels[s:e]] * 0.5 + rng.standard_normal((e - s, d), dtype=np.float32)
     x.flush()
     sys.exit()
+val = None
+if len(sys.argv) > 4 and sys.argv[4] == "val":
+    val_labels = np.repeat(np.arange(C), 3)
+    noise = rng.standard_normal((val_labels.size, d), dtype=np.float32)
+    val = (centres[val_labels] * 0.5 + noise, val_labels)
+    del noise
+del centres  # only the data writer needs them
 
 import alphanet_fast as af  # noqa: E402 - after the data writer, which needs only numpy
 
@@ -59,7 +67,7 @@ before = status("VmRSS")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 t = time.perf_counter()
-res = af.correct(x, labels, W, epochs=epochs, progress=False)
+res = af.correct(x, labels, W, epochs=epochs, progress=False, val=val)
 print(
     json.dumps(
         {
@@ -69,6 +77,7 @@ print(
             "peak_rss_mb": status("VmHWM") / 2**20,
             "rss_before_mb": before / 2**20,
             "features_mb": n * d * 4 / 2**20,
+            "val_mb": 0 if val is None else val[0].nbytes / 2**20,
             "few": int(res.splits.few.size),
             "timings": res.timings,
         }

@@ -79,7 +79,7 @@ BLOCK_BYTES = 16 << 20
 # target score, few index) plus the buffers the steps' chunks are gathered into.
 # When every epoch's distinct rows fit, they are scored once up front; otherwise the
 # steps run in windows of whole batches, each window's rows scored on entry (`_Feed`).
-# At the iNaturalist-2018 shape (~8,000 source classes) a window holds ~3,500 rows.
+# At the iNaturalist-2018 shape (~8,000 source classes) a window holds ~2,800 rows.
 FROZEN_BUDGET_BYTES = 96 << 20
 
 # Bound on the frozen validation table (per row: scores against each few class and
