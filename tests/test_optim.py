@@ -8,18 +8,27 @@ import textwrap
 
 import pytest
 import torch
-from alphanet_fast._optim import AdamW
+from alphanet_fast import _optim
+from alphanet_fast._optim import AdamW, _has_fused_adamw
 
 
+@pytest.mark.parametrize("path", ["fused", "foreach"])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_adamw_is_torch_adamw_with_step_lr_bitwise(weight_decay):
+def test_adamw_is_torch_adamw_with_step_lr_bitwise(weight_decay, path, monkeypatch):
+    fused = path == "fused"
+    if fused and not _has_fused_adamw(torch.device("cpu")):
+        pytest.skip("this torch has no fused AdamW for the CPU")
+    if not fused:
+        monkeypatch.setattr(_optim, "_has_fused_adamw", lambda device: False)
     gen = torch.Generator().manual_seed(0)
     shapes = [(7, 5), (7,), (3, 7), (3,)]
     ours = [torch.randn(s, generator=gen, dtype=torch.float32) for s in shapes]
     theirs = [p.clone().requires_grad_() for p in ours]
     ours = [p.requires_grad_() for p in ours]
     opt = AdamW(ours, lr=0.05, weight_decay=weight_decay, step_size=2, gamma=0.3)
-    ref = torch.optim.AdamW(theirs, lr=0.05, weight_decay=weight_decay, foreach=True)
+    assert opt.fused is fused
+    kind = {"fused": True} if fused else {"foreach": True}
+    ref = torch.optim.AdamW(theirs, lr=0.05, weight_decay=weight_decay, **kind)
     sched = torch.optim.lr_scheduler.StepLR(ref, step_size=2, gamma=0.3)
     for _epoch in range(5):
         for _ in range(4):
