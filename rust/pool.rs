@@ -6,8 +6,11 @@
 //! it: a child made by `fork` (torch DataLoader workers, multiprocessing, Dask
 //! nannies) inherits the parent's pool object but none of its threads, so the
 //! child builds a fresh pool instead of waiting forever on threads that do not
-//! exist. Results never depend on the pool size: kernels split work at
-//! shape-determined boundaries.
+//! exist. The pool's two locks are taken by a `pthread_atfork` handler before
+//! every fork and released after it on both sides, so a fork that happens while
+//! another thread is looking the pool up cannot leave the child with a lock that
+//! nobody will release. Results never depend on the pool size: kernels split
+//! work at shape-determined boundaries.
 
 use std::sync::{Arc, Mutex};
 
@@ -34,7 +37,51 @@ fn requested_threads() -> usize {
         .unwrap_or(0)
 }
 
+/// Holds the pool's locks across `fork` (Unix): taken in the forking thread just
+/// before, released in the parent and in the child just after. Lock order as
+/// everywhere else: `POOL`, then `REQUESTED`.
+#[cfg(unix)]
+mod fork_guard {
+    use std::cell::RefCell;
+    use std::sync::{MutexGuard, Once};
+
+    use super::{PoolState, POOL, REQUESTED};
+
+    type Held = (
+        MutexGuard<'static, Option<PoolState>>,
+        MutexGuard<'static, Option<usize>>,
+    );
+
+    thread_local! {
+        static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+    }
+
+    extern "C" fn before_fork() {
+        let pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let requested = REQUESTED.lock().unwrap_or_else(|e| e.into_inner());
+        HELD.with(|held| *held.borrow_mut() = Some((pool, requested)));
+    }
+
+    extern "C" fn after_fork() {
+        // Dropping the guards unlocks; in the child this thread is the only one.
+        HELD.with(|held| drop(held.borrow_mut().take()));
+    }
+
+    pub fn register() {
+        static REGISTER: Once = Once::new();
+        REGISTER.call_once(|| {
+            // SAFETY: the handlers are plain functions that live as long as the
+            // process; they only lock and unlock the pool's mutexes.
+            unsafe {
+                libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork));
+            }
+        });
+    }
+}
+
 fn current_pool() -> Arc<ThreadPool> {
+    #[cfg(unix)]
+    fork_guard::register();
     let pid = std::process::id();
     let mut state = POOL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = state.as_ref() {
