@@ -796,10 +796,11 @@ def correct(
 
     Notes
     -----
-    Every score against an original weight row is computed once (DESIGN §2):
-    the rows drawn in any epoch and the validation rows are scored against
-    ``W`` in blocks before training, so a step costs ``O(batch x F x (k+1))``
-    plus the network. ``result.timings`` has the seconds per stage.
+    Scores against the original weight rows never change (DESIGN §2): the
+    rows drawn in any epoch and the validation rows are scored against ``W``
+    in blocks, once when they fit the budgets below, so a step costs
+    ``O(batch x F x (k+1))`` plus the network. ``result.timings`` has the
+    seconds per stage.
 
     Memory: the frozen training quantities (per distinct drawn row ``4 x
     (n_source + 4)`` bytes, ``n_source`` = few classes and their neighbours,
