@@ -2,7 +2,8 @@
 
 How the work is laid out
 ------------------------
-Every score against an original weight row is computed once:
+Every score against an original weight row is computed once, as far as the
+memory budgets allow:
 
 * all epochs' samples are drawn up front from the seeded generator; the rows
   drawn at least once are gathered block by block (never the whole feature
