@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from alphanet_fast import training
-from alphanet_fast.model import AlphaNetwork, build_network, few_scores
+from alphanet_fast.model import AlphaNetwork, ChunkedLinear, build_network, few_scores
 from alphanet_fast.splits import Splits
 from alphanet_fast.training import _draw_epochs, _Frozen, _sample_losses, _windows
 
@@ -82,6 +82,66 @@ def test_fast_loss_and_gradients_equal_naive_in_float64(scale):
     for g_fast, g_naive in zip(fast_grads, naive_grads):
         assert g_naive.abs().max() > 0
         torch.testing.assert_close(g_fast, g_naive, rtol=1e-10, atol=1e-12)
+
+
+def _run_on(workers):
+    """A ``run_all`` for ChunkedLinear: sequential, or on a pool of ``workers`` threads
+    that take the pieces in reverse order (any order must give the same bits)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run_all(fn, items):
+        items = list(items)[::-1]
+        if workers == 1:
+            for item in items:
+                fn(item)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(fn, items))
+
+    return run_all
+
+
+@pytest.mark.parametrize("rows", [3, 37, 200])
+def test_chunked_linear_matches_linear_and_ignores_the_workers(rows):
+    gen = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 301, generator=gen)
+    layer = torch.nn.Linear(301, 9)
+    grad = torch.randn(rows, 9, generator=gen)
+    want = layer(x)
+    want.backward(grad)
+    want_w, want_b = layer.weight.grad.clone(), layer.bias.grad.clone()
+    results = []
+    for workers in (1, 2, 3):
+        layer.zero_grad()
+        out = ChunkedLinear.apply(x, layer.weight, layer.bias, _run_on(workers))
+        out.backward(grad)
+        results.append((out.detach(), layer.weight.grad.clone(), layer.bias.grad.clone()))
+    for got in results:
+        torch.testing.assert_close(got[0], want.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got[1], want_w, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got[2], want_b, rtol=1e-6, atol=1e-6)
+        for a, b in zip(got, results[0]):
+            assert torch.equal(a, b)
+
+
+def test_chunked_first_layer_in_correct_is_the_same_whatever_the_threads(monkeypatch):
+    x, y, W, b, vx, vy = toy(23)
+    kw = {**FAST, "val": (vx, vy)}
+    plain = af.correct(x, y, W, b, **kw)
+    monkeypatch.setattr(training, "CHUNKED_LAYER_BYTES", 0)  # every network is "large"
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            runs.append(af.correct(x, y, W, b, **kw))
+    finally:
+        torch.set_num_threads(threads)
+    for res in runs:
+        np.testing.assert_array_equal(res.alphas, runs[0].alphas)
+        np.testing.assert_array_equal(res.W, runs[0].W)
+        assert res.history == runs[0].history
+    np.testing.assert_allclose(runs[0].alphas, plain.alphas, rtol=1e-4, atol=1e-5)
 
 
 def test_frozen_pipeline_matches_naive_in_float32():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["AlphaNetwork", "few_scores", "build_network"]
+__all__ = ["AlphaNetwork", "ChunkedLinear", "few_scores", "build_network"]
 
 LEAKY_SLOPE = 0.01
 
@@ -48,7 +49,10 @@ class AlphaNetwork(nn.Module):
 
     def forward(self, stacks: torch.Tensor) -> torch.Tensor:
         """L1-normalised coefficients ``ã``, shape ``(F, k)``, from stacks ``(F, (k+1)d)``."""
-        h = self.layers[0](stacks)
+        return self.head(self.layers[0](stacks))
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """The network after its first linear layer, from that layer's output ``h``."""
         for layer in self.layers[1:]:
             h = layer(F.leaky_relu(h, LEAKY_SLOPE))
         # F.normalize divides by max(||a||_1, 1e-12): the paper's a / ||a||_1 except at a == 0.
@@ -107,3 +111,64 @@ def few_scores(
     """
     mixed = (neighbor_scores * alphas).sum(dim=2)
     return (own_scores + mixed + few_bias) * score_scale
+
+
+# Pieces the first layer is cut into on the CPU. Fixed, not the number of workers:
+# every piece is the same single-threaded product whatever runs it, so the result
+# does not depend on the thread count.
+LINEAR_PIECES = 8
+
+
+def _pieces(n: int) -> list[tuple[int, int]]:
+    step = -(-n // LINEAR_PIECES)
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+class ChunkedLinear(torch.autograd.Function):
+    """``x @ weight.T + bias`` for a constant ``x``, forward and backward cut into
+    fixed pieces that ``run_all`` may run on several threads.
+
+    The network's first layer reads the whole ``(F, (k+1)d)`` stack twice a step
+    (forward, and the weight's gradient); at thousands of few classes that is
+    hundreds of megabytes, bound by memory bandwidth, which one thread does not
+    saturate. Forward pieces are row blocks of ``x``; backward pieces are column
+    blocks of ``x``, each giving those columns of the weight's gradient with the
+    full sum over rows, so no piece's sum is split.
+
+    ``run_all(fn, items)`` calls ``fn`` on every item (in any order, on any
+    threads) and returns when all are done. ``x`` gets no gradient.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        run_all: Callable[[Callable[[Any], None], Iterable[Any]], None],
+    ) -> torch.Tensor:
+        out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+        weight_t, bias = weight.detach().T, bias.detach()
+
+        # Grad mode is per thread: the pieces may run on threads where it is on.
+        @torch.no_grad()
+        def rows(piece: tuple[int, int]) -> None:
+            lo, hi = piece
+            torch.addmm(bias, x[lo:hi], weight_t, out=out[lo:hi])
+
+        run_all(rows, _pieces(x.shape[0]))
+        ctx.x, ctx.run_all = x, run_all
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
+        x = ctx.x
+        grad_weight_t = torch.empty((x.shape[1], grad_out.shape[1]), dtype=x.dtype, device=x.device)
+
+        @torch.no_grad()
+        def columns(piece: tuple[int, int]) -> None:
+            lo, hi = piece
+            torch.mm(x[:, lo:hi].T, grad_out, out=grad_weight_t[lo:hi])
+
+        ctx.run_all(columns, _pieces(x.shape[1]))
+        return None, grad_weight_t.T, grad_out.sum(dim=0), None
