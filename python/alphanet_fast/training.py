@@ -83,11 +83,11 @@ BLOCK_BYTES = 16 << 20
 # At the iNaturalist-2018 shape (~8,000 source classes) a window holds ~2,800 rows.
 FROZEN_BUDGET_BYTES = 96 << 20
 
-# The network's input (F x (k+1)d float32, a constant) from which its first layer is
-# computed in fixed pieces shared by the scoring workers (`ChunkedLinear`): at this
-# size the layer's two passes over the input are bound by memory bandwidth, and one
-# thread leaves most of it unused. Measured at 3,224 x 12,288 (151 MiB) on 2 cores:
-# a step's forward and backward 43 ms instead of 70.
+# The size of the network's input (F x (k+1)d float32, a constant) from which its
+# first layer is computed in fixed pieces shared by torch.get_num_threads() Python
+# workers (`ChunkedLinear`): at this size the layer's two passes over the input are
+# bound by memory bandwidth, and one thread leaves much of it unused. Measured at
+# 3,224 x 12,288 (151 MiB) on 2 cores: a step's forward and backward 43 ms, not 70.
 CHUNKED_LAYER_BYTES = 32 << 20
 
 # Bound on the frozen validation table (per row: scores against each few class and
