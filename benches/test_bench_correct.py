@@ -141,3 +141,41 @@ def test_peak_memory(problem):
         f"stages {json.dumps({k: round(v, 3) for k, v in m['timings'].items()})}"
     )
     assert used <= limit, f"peak {_mb(used):.0f} MB above inputs + {MEMORY_HEADROOM_MB} MB"
+
+
+# The network's first layer, forward and weight gradient, at the iNaturalist-2018
+# shape (3,224 few classes x (5 + 1) x 2,048): torch's one-thread Linear, as
+# correct() runs small networks, against the fixed pieces on torch's thread count.
+LAYER_SHAPE = (3224, 6 * 2048) if FULL else (400, 6 * 256)
+
+
+@pytest.mark.parametrize("impl", ["linear_one_thread", "chunked_pieces"])
+def test_bench_first_layer(benchmark, impl):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    from alphanet_fast.model import ChunkedLinear
+
+    stacks = torch.randn(LAYER_SHAPE, generator=torch.Generator().manual_seed(0))
+    layer = torch.nn.Linear(LAYER_SHAPE[1], 32)
+    workers = torch.get_num_threads()
+    benchmark.group = f"first layer forward + backward, {LAYER_SHAPE[0]} x {LAYER_SHAPE[1]}"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # as inside correct(): torch itself on one thread
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+
+            def run_all(fn, items):
+                list(pool.map(fn, items))
+
+            def step():
+                layer.zero_grad()
+                if impl == "linear_one_thread":
+                    out = layer(stacks)
+                else:
+                    out = ChunkedLinear.apply(stacks, layer.weight, layer.bias, run_all)
+                out.sum().backward()
+
+            benchmark.pedantic(step, rounds=15, iterations=1, warmup_rounds=2)
+    finally:
+        torch.set_num_threads(previous)

@@ -86,8 +86,9 @@ FROZEN_BUDGET_BYTES = 96 << 20
 # The size of the network's input (F x (k+1)d float32, a constant) from which its
 # first layer is computed in fixed pieces shared by torch.get_num_threads() Python
 # workers (`ChunkedLinear`): at this size the layer's two passes over the input are
-# bound by memory bandwidth, and one thread leaves much of it unused. Measured at
-# 3,224 x 12,288 (151 MiB) on 2 cores: a step's forward and backward 43 ms, not 70.
+# bound by memory bandwidth, and one thread leaves much of it unused. At 3,224 x
+# 12,288 (151 MiB) on 2 cores, forward and backward ran 1.6x faster than torch's
+# one-thread Linear (benches/test_bench_correct.py::test_bench_first_layer).
 CHUNKED_LAYER_BYTES = 32 << 20
 
 # Bound on the frozen validation table (per row: scores against each few class and
