@@ -193,7 +193,7 @@ def test_frozen_pipeline_matches_naive_in_float32():
         nbs.numpy(), np.einsum("nd,fkd->nfk", x[rows], W[nb]), rtol=1e-5, atol=1e-5
     )
     # Without the table: the same best base class, and the few scores from corrected rows.
-    base_max2, base_arg2 = frozen.val_base(x[rows])
+    _, _, base_max2, base_arg2 = frozen.val(x[rows], sources=False)
     torch.testing.assert_close(base_max2, base_max, rtol=0, atol=0)
     torch.testing.assert_close(base_arg2, base_arg, rtol=0, atol=0)
     alphas = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)

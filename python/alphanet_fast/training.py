@@ -390,10 +390,9 @@ class _Feed:
         self.n_per_epoch = order.shape[1]
         self.watch = watch
         n_src, n_few, k = frozen.source_classes_t.numel(), own_cols_t.numel(), nb_cols_t.shape[1]
-        self.chunk = _chunk_positions(
-            self.n_per_epoch, batch_size, _step_bytes(n_src, n_few, k), budget
-        )
-        table_budget = budget - self.chunk * _step_bytes(n_src, n_few, k)
+        step_bytes = _step_bytes(n_src, n_few, k)
+        self.chunk = _chunk_positions(self.n_per_epoch, batch_size, step_bytes, budget)
+        table_budget = budget - self.chunk * step_bytes
         self.bounds, capacity = _windows(order, batch_size, _table_row_bytes(n_src), table_budget)
         dev = frozen.W_t.device
         self.table = (
@@ -641,20 +640,23 @@ class _Frozen:
         target_few.copy_(torch.from_numpy(few_index[labels[rows]]))
         return source, base_lse, target_logit, target_few
 
-    def val(self, x: np.ndarray):
-        """Per validation row: scores against each few class (F) and its neighbours (F x k),
-        the best base score and the best base class."""
+    def val(self, x: np.ndarray, sources: bool = True):
+        """Per validation row: scores against each few class (F) and its neighbours
+        (F x k), the best base score and the best base class. Without ``sources``
+        (the few classes' columns are then recomputed every epoch, see `few_best`),
+        the first two are None."""
         n, n_few, k = x.shape[0], self.few_t.numel(), self.neighbors_t.shape[1]
         dev = self.W_t.device
-        own = torch.empty((n, n_few), dtype=torch.float32, device=dev)
-        nb = torch.empty((n, n_few, k), dtype=torch.float32, device=dev)
+        own = torch.empty((n, n_few), dtype=torch.float32, device=dev) if sources else None
+        nb = torch.empty((n, n_few, k), dtype=torch.float32, device=dev) if sources else None
         base_max = torch.empty(n, dtype=torch.float32, device=dev)
         base_arg = torch.empty(n, dtype=torch.int64, device=dev)
         nb_flat = self.neighbors_t.reshape(-1)
 
         def work(lo: int, hi: int, raw: torch.Tensor) -> None:
-            torch.index_select(raw, 1, self.few_t, out=own[lo:hi])
-            torch.index_select(raw, 1, nb_flat, out=nb[lo:hi].view(hi - lo, n_few * k))
+            if sources:
+                torch.index_select(raw, 1, self.few_t, out=own[lo:hi])
+                torch.index_select(raw, 1, nb_flat, out=nb[lo:hi].view(hi - lo, n_few * k))
             full = (
                 raw.add_(self.b_t).mul_(self.score_scale).masked_fill_(self.few_mask_t, -math.inf)
             )
@@ -663,22 +665,6 @@ class _Frozen:
 
         self._score_blocks(x, np.arange(n), "val[0] (features)", work)
         return own, nb, base_max, base_arg
-
-    def val_base(self, x: np.ndarray):
-        """Per validation row: the best base score and the best base class only (when
-        the few classes' columns are recomputed every epoch, see `few_best`)."""
-        n, dev = x.shape[0], self.W_t.device
-        base_max = torch.empty(n, dtype=torch.float32, device=dev)
-        base_arg = torch.empty(n, dtype=torch.int64, device=dev)
-
-        def work(lo: int, hi: int, raw: torch.Tensor) -> None:
-            full = (
-                raw.add_(self.b_t).mul_(self.score_scale).masked_fill_(self.few_mask_t, -math.inf)
-            )
-            torch.max(full, dim=1, out=(base_max[lo:hi], base_arg[lo:hi]))
-
-        self._score_blocks(x, np.arange(n), "val[0] (features)", work)
-        return base_max, base_arg
 
     def few_best(self, x: np.ndarray, few_W: torch.Tensor, few_bias: torch.Tensor):
         """Per row of ``x``: the best corrected few score ``(x · w'_f + b_f) * scale`` and
@@ -1000,10 +986,7 @@ def correct(
         if vx is not None:
             with watch.stage("frozen_val"):
                 val_frozen = _val_table_bytes(vx.shape[0], few.size, k) <= VAL_BUDGET_BYTES
-                if val_frozen:
-                    val_own, val_nb, val_base_max, val_base_arg = frozen.val(vx)
-                else:
-                    val_base_max, val_base_arg = frozen.val_base(vx)
+                val_own, val_nb, val_base_max, val_base_arg = frozen.val(vx, sources=val_frozen)
                 val_labels_t = torch.tensor(vy, device=dev)
                 split_code = np.zeros(n_classes, dtype=np.int64)
                 split_code[splits.medium], split_code[splits.many] = 1, 2
