@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -15,9 +16,12 @@ import alphanet_fast as af
 import numpy as np
 import pytest
 import torch
-from alphanet_fast import cli, io
+from alphanet_fast import cli
+from alphanet_fast.classifiers import load_classifier
+from alphanet_fast.data_files import InputError, load_data
 from alphanet_fast.datasets import make_long_tail
 from alphanet_fast.result import load_result
+from alphanet_fast.settings import Settings
 from alphanet_fast.training import correct
 
 EPOCHS = "3"
@@ -55,7 +59,9 @@ def table_row(text, name):
 
 def test_knobs_match_correct_signature():
     params = inspect.signature(correct).parameters
-    knobs = {name: default for name, _, default, _ in cli.KNOBS}
+    parsed = vars(cli.build_parser().parse_args(["correct", "t.npz", "c.npz"]))
+    knobs = {f.name: parsed[f.name] for f in dataclasses.fields(Settings)}
+    knobs["hidden"] = tuple(knobs["hidden"])
     keyword = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
     # Every knob of correct() except the data-carrying ones has an option.
     assert keyword - set(knobs) == {"val", "progress", "neighbors"}
@@ -276,8 +282,8 @@ def test_demo_small_profile(tmp_path, capsys):
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["config"]["epochs"] == 2
     # The saved files are what 'correct' takes next.
-    clf = io.load_classifier(tmp_path / "classifier.npz")
-    X, y = io.load_data(tmp_path / "test.npz")
+    clf = load_classifier(tmp_path / "classifier.npz")
+    X, y = load_data(tmp_path / "test.npz")
     assert X.shape[1] == clf.W.shape[1] and y.max() < clf.n_classes
 
 
@@ -336,7 +342,7 @@ def test_bad_input_is_one_line_without_traceback(files, tmp_path, capsys, kind):
 
 def test_debug_shows_the_exception(files, tmp_path):
     root, _ = files
-    with pytest.raises(io.InputError, match="no such file"):
+    with pytest.raises(InputError, match="no such file"):
         cli.main(["correct", str(tmp_path / "nope.npz"), str(root / "clf.npz"), "--debug"])
 
 

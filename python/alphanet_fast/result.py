@@ -178,7 +178,7 @@ class AlphaNetResult:
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
         arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
         # Written under a temporary name and renamed: never half-written.
-        from alphanet_fast.io import atomic_write
+        from alphanet_fast._atomic import atomic_write
 
         with atomic_write(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)

@@ -1,0 +1,99 @@
+"""The ``alphanet-fast`` command line.
+
+Subcommands: ``demo`` (the whole pipeline on built-in synthetic data),
+``correct``, ``evaluate``, ``neighbors``, ``sweep`` and ``explain``. Run
+``alphanet-fast <command> --help`` for the options of each.
+
+A user error (a missing file or entry, shapes that disagree, a bad value, an
+output that would overwrite an input, memory that cannot be had) prints one
+line, ``alphanet-fast: error: ...``, to stderr and exits with status 1 (2 for
+a malformed command line); ``--debug`` shows the traceback instead. Every
+output file is written under a temporary name and renamed; Ctrl-C and
+SIGTERM remove the temporary file. Output to a closed pipe (``| head``) ends
+quietly with status 0.
+
+Layout: :mod:`.parser` (shared options; the settings' flags generated from
+:class:`alphanet_fast.settings.Settings`), one module per command group
+(:mod:`.train`: correct, sweep, explain; :mod:`.evaluate`; :mod:`.neighbors`;
+:mod:`.demo`), :mod:`.report` (the JSON reports) and :mod:`.common`.
+
+Examples
+--------
+>>> from alphanet_fast.cli import build_parser
+>>> build_parser().parse_args(["neighbors", "train.npz", "-k", "3"]).k
+3
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from alphanet_fast._atomic import Terminated, sigterm_raises
+
+from .parser import PROG, build_parser
+from .train import explain_text
+
+__all__ = ["build_parser", "explain_text", "main"]
+
+# Errors a user can cause; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, TypeError, OSError, MemoryError)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    text = " ".join(str(exc).split())
+    if isinstance(exc, MemoryError):
+        return f"out of memory{': ' + text if text else ''}"
+    return text or type(exc).__name__
+
+
+def _quiet_stdout() -> None:
+    # The reader of our output is gone: send what Python still flushes at exit nowhere.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is no real file (tests capture it)
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``alphanet-fast`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Examples
+    --------
+    >>> from alphanet_fast.cli import main
+    >>> main(["neighbors", "train.npz", "--class-names", "names.txt"])  # doctest: +SKIP
+    0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        with sigterm_raises():
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+            return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    except USER_ERRORS as exc:
+        # InputError and the library's argument errors are ValueError/TypeError and
+        # name what is wrong; a missing or unwritable path is an OSError.
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {_message(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 143

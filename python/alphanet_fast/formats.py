@@ -1,0 +1,308 @@
+"""File formats: one table of adapters that detect, read and write each kind of file.
+
+Formats
+-------
+``npz``
+    numpy archives; read with ``allow_pickle=False``.
+``npy``
+    one array (the weights only, for a classifier); features are memory-mapped.
+``torch``
+    ``.pt``/``.pth``/``.bin``/``.ckpt`` dicts of tensors, read with
+    ``torch.load(..., weights_only=True)`` after checking the zip's CRCs
+    (torch's own reader skips them).
+``safetensors``
+    read and written with the safetensors package.
+``text``
+    ``.txt``/``.csv``/``.tsv``, for labels only.
+
+Reading and writing classifiers with this table is :mod:`alphanet_fast.classifiers`;
+features and labels, :mod:`alphanet_fast.data_files`.
+
+Every problem with a user's file raises :class:`InputError` (a ``ValueError``)
+with one line that names the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FORMATS",
+    "Format",
+    "InputError",
+    "check_zip",
+    "existing_file",
+    "format_of",
+    "listing",
+    "one_line",
+    "read_entries",
+    "read_npy",
+    "shape_text",
+    "to_numpy",
+]
+
+
+class InputError(ValueError):
+    """A user's file cannot be used: missing, unreadable, a missing key, a bad shape or value."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line of at most 200 characters (its type if empty)."""
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
+
+
+def existing_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path; :class:`InputError` if it is missing or a directory."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, expected a file")
+    return p
+
+
+def to_numpy(value: Any) -> Any:
+    """A torch tensor as a numpy array (bfloat16 widened); anything else unchanged."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        t = value.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()  # numpy has no bfloat16
+        return t.numpy()
+    return value
+
+
+def check_zip(path: Path) -> None:
+    """Verify every member's CRC of a zip-based file (``.npz``, torch's format).
+
+    Raises :class:`InputError` naming the first damaged member. Files that are
+    not zips (torch's legacy format) are left to their reader.
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except Exception as exc:  # a damaged directory: BadZipFile, OSError, EOFError ...
+        raise InputError(f"{path}: damaged zip file ({one_line(exc)})") from None
+    if bad is not None:
+        raise InputError(f"{path}: entry {bad!r} is damaged (its CRC does not match)")
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _flatten(obj: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Leaves of nested dicts (torch checkpoints), keyed by their path of keys."""
+    out: dict[tuple[str, ...], Any] = {}
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            out.update(_flatten(value, (*prefix, str(key))))
+    else:
+        out[prefix] = obj
+    return out
+
+
+def _load_torch(path: Path) -> Any:
+    import pickle
+
+    import torch
+
+    check_zip(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is a paragraph; keep only the reason it names.
+        text = " ".join(str(exc).split())
+        found = re.search(r"WeightsUnpickler error: (.*?)(?: Please use| Check the|$)", text)
+        reason = found.group(1).rstrip(". ") if found else one_line(exc)
+        raise InputError(
+            f"{path}: torch.load(weights_only=True) refused it ({reason}); expected a file "
+            "of tensors such as a state dict"
+        ) from None
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable PyTorch file ({one_line(exc)})") from None
+
+
+def _torch_entries(path: Path) -> dict[str, Any]:
+    obj = _load_torch(path)
+    if not isinstance(obj, Mapping):
+        raise InputError(
+            f"{path}: expected a dict of tensors (a state dict), found {type(obj).__name__}"
+        )
+    return {".".join(k): v for k, v in _flatten(obj).items()}
+
+
+def _load_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, str] | None]:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise InputError(
+            f"{path}: reading .safetensors files needs the safetensors package "
+            "(pip install safetensors)"
+        ) from None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable safetensors file ({one_line(exc)})") from None
+
+
+def _npz_entries(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
+
+
+def read_npy(path: Path, *, mmap: bool) -> np.ndarray:
+    """A ``.npy`` array without pickles; a read-only memory map when ``mmap``."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable .npy file ({one_line(exc)})") from None
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _like(new: np.ndarray, old: Any) -> Any:
+    """``new`` in the type and dtype of ``old`` (a numpy array or a torch tensor)."""
+    if hasattr(old, "detach"):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(new)).to(dtype=old.dtype)
+    return np.ascontiguousarray(new, dtype=np.asarray(old).dtype)
+
+
+def _write_npy(src: Path, key: str, W: np.ndarray, tmp: Path) -> None:
+    with open(tmp, "wb") as f:  # a file object, so numpy adds no ".npy" to the name
+        np.save(f, _like(W, read_npy(src, mmap=False)), allow_pickle=False)
+
+
+def _write_npz(src: Path, key: str, W: np.ndarray, tmp: Path) -> None:
+    entries = _npz_entries(src)
+    entries[key] = _like(W, entries[key])
+    with zipfile.ZipFile(src) as zf:
+        compressed = any(i.compress_type != zipfile.ZIP_STORED for i in zf.infolist())
+    save = np.savez_compressed if compressed else np.savez
+    with open(tmp, "wb") as f:  # a file object, so numpy adds no ".npz" to the name
+        save(f, **entries)
+
+
+def _write_safetensors(src: Path, key: str, W: np.ndarray, tmp: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors, metadata = _load_safetensors(src)
+    tensors[key] = _like(W, tensors[key])
+    save_file(tensors, str(tmp), metadata=metadata)
+
+
+def _write_torch(src: Path, key: str, W: np.ndarray, tmp: Path) -> None:
+    import torch
+
+    # Replace the leaf in a freshly loaded copy, keeping the nesting.
+    obj = _load_torch(src)
+    for path, old in _flatten(obj).items():
+        if ".".join(path) == key:
+            parent = obj
+            for part in path[:-1]:
+                parent = next(v for k, v in parent.items() if str(k) == part)
+            real_key = next(k for k in parent if str(k) == path[-1])
+            parent[real_key] = _like(W, old)
+            torch.save(obj, tmp)
+            return
+    raise InputError(f"{src}: entry {key!r} vanished from the source file")
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Format:
+    """How one kind of file is recognised, read and written.
+
+    Attributes
+    ----------
+    name : str
+    suffixes : tuple of str
+        Lower-case suffixes that select it.
+    entries : callable or None
+        ``entries(path) -> {name: array}`` for container formats (nested
+        dicts flattened to dotted names); None for single arrays and text.
+    write_weights : callable or None
+        ``write_weights(src, key, W, tmp)``: ``src`` with its entry ``key``
+        replaced by ``W`` (in the old entry's dtype), written to ``tmp``;
+        None where a classifier cannot be stored.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    entries: Callable[[Path], dict[str, Any]] | None
+    write_weights: Callable[[Path, str, np.ndarray, Path], None] | None
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("npz", (".npz",), _npz_entries, _write_npz),
+        Format("npy", (".npy",), None, _write_npy),
+        Format("torch", (".pt", ".pth", ".bin", ".ckpt"), _torch_entries, _write_torch),
+        Format(
+            "safetensors",
+            (".safetensors",),
+            lambda p: _load_safetensors(p)[0],
+            _write_safetensors,
+        ),
+        Format("text", (".txt", ".csv", ".tsv"), None, None),
+    )
+}
+
+
+def format_of(path: str | os.PathLike[str]) -> Format:
+    """The :class:`Format` of ``path`` by its suffix; :class:`InputError` for an unknown one."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    for fmt in FORMATS.values():
+        if suffix in fmt.suffixes:
+            return fmt
+    raise InputError(
+        f"{p}: unknown file type {suffix or '(no suffix)'!r}; expected .npz, .npy, "
+        ".pt/.pth, .safetensors (or .txt/.csv for labels)"
+    )
+
+
+def read_entries(path: Path) -> dict[str, Any]:
+    """The named arrays of a container file (``.npz``, torch, safetensors)."""
+    fmt = format_of(path)
+    if fmt.entries is None:
+        raise InputError(f"{path}: expected a container file (.npz, .pt/.pth, .safetensors)")
+    if fmt.name == "npz":
+        check_zip(path)
+    return fmt.entries(path)
+
+
+def listing(entries: Mapping[str, Any], limit: int = 8) -> str:
+    """``features 10x3, labels 10``: the entries of a file with their shapes, for messages."""
+    keys = list(entries)
+    if not keys:
+        return "nothing"
+    shown = ", ".join(f"{k} {shape_text(entries[k])}" for k in keys[:limit])
+    return shown + (f", ... ({len(keys)} entries)" if len(keys) > limit else "")
+
+
+def shape_text(value: Any) -> str:
+    """``10x3``, ``(scalar)`` or ``(list)``: a value's shape, for messages."""
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return f"({type(value).__name__})"
+    return "x".join(str(s) for s in shape) if len(shape) else "(scalar)"
