@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,10 +179,9 @@ class AlphaNetResult:
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
         arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
         # Written under a temporary name and renamed: never half-written.
-        from alphanet_fast._atomic import atomic_write
+        from alphanet_fast._atomic import write_npz
 
-        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+        write_npz(path, **arrays)
 
 
 def _json_default(value: Any) -> Any:
@@ -195,8 +195,113 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in the result's JSON metadata")
 
 
+def _bad(path: str, entry: str, what: str) -> ValueError:
+    return ValueError(f"{path}: {entry}: {what}")
+
+
+def _read_meta(path: str, data: Any) -> dict:
+    if "meta" not in data.files:
+        raise ValueError(
+            f"{path}: not a result saved by AlphaNetResult.save or 'correct --result' "
+            "(no 'meta' entry)"
+        )
+    raw = data["meta"]
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise _bad(path, "meta", f"expected a JSON string, found {raw.dtype} of shape {raw.shape}")
+    try:
+        meta = json.loads(str(raw[()]))
+    except json.JSONDecodeError as exc:
+        raise _bad(path, "meta", f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(meta, dict):
+        raise _bad(path, "meta", f"expected a JSON object, found {type(meta).__name__}")
+    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        raise _bad(
+            path,
+            "meta",
+            f"expected format {FORMAT!r} version {FORMAT_VERSION}, "
+            f"found {meta.get('format')!r} version {meta.get('version')!r}",
+        )
+    for key, kind in (("splits", dict), ("history", list), ("config", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise _bad(path, f"meta.{key}", f"expected a JSON {kind.__name__}")
+    if not isinstance(meta.get("timings", {}), dict):
+        raise _bad(path, "meta.timings", "expected a JSON dict")
+    return meta
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_history(path: str, history: list, best_epoch: Any) -> int:
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict) or not _is_number(entry.get("loss")):
+            raise _bad(path, f"meta.history[{i}]", "expected an object with a numeric 'loss'")
+        acc = entry.get("val_top1")
+        if acc is not None and not (
+            isinstance(acc, dict) and all(_is_number(acc.get(n)) for n in (*SPLIT_NAMES, "overall"))
+        ):
+            raise _bad(path, f"meta.history[{i}].val_top1", "expected few/medium/many/overall")
+    if not isinstance(best_epoch, int) or isinstance(best_epoch, bool):
+        raise _bad(path, "meta.best_epoch", f"expected an integer, found {best_epoch!r}")
+    low = 1 if history else 0
+    if not low <= best_epoch <= len(history):
+        raise _bad(
+            path,
+            "meta.best_epoch",
+            f"expected {low} to {len(history)} (the epochs in the history), found {best_epoch}",
+        )
+    return best_epoch
+
+
+_KINDS = {"W": "f", "b": "f", "alphas": "f", "neighbor_distances": "f"}
+
+
+def _check_arrays(path: str, arrays: dict[str, np.ndarray], splits: Splits) -> None:
+    C, F = splits.n_classes, splits.few.size
+    for name, arr in arrays.items():
+        kind = _KINDS.get(name, "iu")
+        if arr.dtype.kind not in kind:
+            want = "real floats" if kind == "f" else "integers"
+            raise _bad(path, name, f"expected {want}, found dtype {arr.dtype}")
+    W, nb = arrays["W"], arrays["neighbors"]
+    k = nb.shape[1] if nb.ndim == 2 else -1
+    shapes = {
+        "W": (C, W.shape[1] if W.ndim == 2 else -1),
+        "b": (C,),
+        "counts": (C,),
+        "few_classes": (F,),
+        "neighbors": (F, k),
+        "alphas": (F, k + 1),
+        "neighbor_distances": (F, k),
+    }
+    for name, shape in shapes.items():
+        if arrays[name].shape != shape or -1 in shape:
+            raise _bad(path, name, f"expected shape {shape}, found {arrays[name].shape}")
+    for name in ("W", "b", "alphas"):
+        if not np.isfinite(arrays[name]).all():
+            raise _bad(path, name, "contains NaN or infinity")
+    if np.isinf(arrays["neighbor_distances"]).any():
+        raise _bad(path, "neighbor_distances", "contains infinity")
+    if not np.array_equal(arrays["few_classes"], splits.few):
+        raise _bad(path, "few_classes", "differs from the splits' few classes (or repeats one)")
+    if (arrays["counts"] < 0).any():
+        raise _bad(path, "counts", "contains a negative count")
+    if nb.size and not np.isin(nb, splits.base).all():
+        raise _bad(path, "neighbors", "contains a class that is not a base (medium or many) class")
+    if F and not (arrays["alphas"][:, 0] == 1).all():
+        raise _bad(path, "alphas", "column 0 (the few class's own weight) must be 1")
+
+
 def load_result(path: str | os.PathLike) -> AlphaNetResult:
     """Read a result written by :meth:`AlphaNetResult.save` (no pickle is ever loaded).
+
+    The file is checked as strictly as a user's arguments: every array
+    present, of a real dtype and of a shape consistent with the others and
+    with the splits; finite weights and alphas; few classes without repeats
+    and equal to the splits'; neighbours among the base classes;
+    ``alphas[:, 0] == 1``; ``best_epoch`` within the history; the JSON
+    metadata present and well formed.
 
     Parameters
     ----------
@@ -209,31 +314,42 @@ def load_result(path: str | os.PathLike) -> AlphaNetResult:
     Raises
     ------
     ValueError
-        The file is not an AlphaNet result of a known version, or lacks an array.
+        The file is missing, damaged (zip CRC), not an AlphaNet result of a
+        known version, or any check above fails; the message names the entry.
 
     Examples
     --------
     >>> import alphanet_fast as af
     >>> # res = af.load_result("alphanet.npz"); res.apply(W)
     """
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        if "meta" not in data.files:
-            raise ValueError(f"path: {os.fspath(path)!r} is not an AlphaNet result (no 'meta')")
-        meta = json.loads(str(data["meta"][()]))
-        if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-            raise ValueError(
-                f"path: expected format {FORMAT!r} version {FORMAT_VERSION}, "
-                f"found {meta.get('format')!r} version {meta.get('version')!r}"
-            )
-        missing = [name for name in _ARRAYS if name not in data.files]
-        if missing:
-            raise ValueError(f"path: {os.fspath(path)!r} lacks arrays {missing}")
-        arrays = {name: data[name] for name in _ARRAYS}
+    from alphanet_fast.formats import check_zip, one_line
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise ValueError(f"{p}: no such file")
+    check_zip(Path(p))
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            meta = _read_meta(p, data)
+            missing = [name for name in _ARRAYS if name not in data.files]
+            if missing:
+                raise _bad(p, ", ".join(missing), "missing from the file")
+            arrays = {name: data[name] for name in _ARRAYS}
+    except ValueError:
+        raise
+    except Exception as exc:  # BadZipFile, OSError, EOFError ... from a damaged file
+        raise ValueError(f"{p}: not a readable result file ({one_line(exc)})") from None
+    try:
+        splits = Splits.from_dict(meta["splits"])
+    except (TypeError, ValueError) as exc:
+        raise _bad(p, "meta.splits", one_line(exc)) from None
+    best_epoch = _check_history(p, meta["history"], meta.get("best_epoch"))
+    _check_arrays(p, arrays, splits)
     return AlphaNetResult(
         **arrays,
-        splits=Splits.from_dict(meta["splits"]),
+        splits=splits,
         history=meta["history"],
-        best_epoch=int(meta["best_epoch"]),
+        best_epoch=best_epoch,
         config=meta["config"],
         timings=meta.get("timings", {}),
     )

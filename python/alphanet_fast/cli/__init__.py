@@ -46,7 +46,7 @@ def _message(exc: BaseException) -> str:
         return f"{exc.filename}: {exc.strerror or exc}"
     text = " ".join(str(exc).split())
     if isinstance(exc, MemoryError):
-        return f"out of memory{': ' + text if text else ''}"
+        return text if "memory" in text else f"out of memory{': ' + text if text else ''}"
     return text or type(exc).__name__
 
 

@@ -224,7 +224,7 @@ def run_correct(*arrays: Any, **kw: Any):
             if "alloc" not in str(exc).lower() and "memory" not in str(exc).lower():
                 raise
             raise MemoryError(
-                f"training ran out of memory ({one_line(exc)[:120]}); "
+                f"training ran out of memory ({one_line(exc)}); "
                 "try a smaller --batch-size or --hidden"
             ) from None
     for w in caught:

@@ -46,7 +46,9 @@ def register(sub: Any) -> None:
     src.add_argument(
         "--train", type=Path, metavar="PATH", help="training set: counts give the splits"
     )
-    src.add_argument("--train-labels", type=Path, metavar="PATH")
+    src.add_argument(
+        "--train-labels", type=Path, metavar="PATH", help="labels of a .npy train file"
+    )
     src.add_argument(
         "--result",
         type=Path,

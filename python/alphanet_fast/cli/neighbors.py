@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
         "the distance between training class means, nearest first.",
     )
     p.add_argument("train", type=Path, nargs="?", help="training features (and labels)")
-    p.add_argument("--train-labels", type=Path, metavar="PATH")
+    p.add_argument("--train-labels", type=Path, metavar="PATH", help="labels of a .npy train file")
     p.add_argument(
         "--result",
         type=Path,

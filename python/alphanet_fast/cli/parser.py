@@ -171,7 +171,12 @@ def add_data(
         if (val, test)[name == "test"]:
             text = text or "test set for the reported accuracies"
             g.add_argument(flag(name), type=Path, metavar="PATH", help=text)
-            g.add_argument(flag(f"{name}_labels"), type=Path, metavar="PATH")
+            g.add_argument(
+                flag(f"{name}_labels"),
+                type=Path,
+                metavar="PATH",
+                help=f"labels of a .npy {name} file",
+            )
     add_keys(g)
     if names:
         g.add_argument(
