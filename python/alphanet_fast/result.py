@@ -199,8 +199,8 @@ def _bad(path: str, entry: str, what: str) -> ValueError:
     return ValueError(f"{path}: {entry}: {what}")
 
 
-def _read_meta(path: str, data: Any) -> dict:
-    if "meta" not in data.files:
+def _read_meta(path: str, data: dict[str, np.ndarray]) -> dict:
+    if "meta" not in data:
         raise ValueError(
             f"{path}: not a result saved by AlphaNetResult.save or 'correct --result' "
             "(no 'meta' entry)"
@@ -330,15 +330,14 @@ def load_result(path: str | os.PathLike) -> AlphaNetResult:
     check_zip(Path(p))
     try:
         with np.load(p, allow_pickle=False) as data:
-            meta = _read_meta(p, data)
-            missing = [name for name in _ARRAYS if name not in data.files]
-            if missing:
-                raise _bad(p, ", ".join(missing), "missing from the file")
-            arrays = {name: data[name] for name in _ARRAYS}
-    except ValueError:
-        raise
-    except Exception as exc:  # BadZipFile, OSError, EOFError ... from a damaged file
+            entries = {name: data[name] for name in data.files}
+    except Exception as exc:  # BadZipFile, OSError, pickled data ... from a damaged file
         raise ValueError(f"{p}: not a readable result file ({one_line(exc)})") from None
+    meta = _read_meta(p, entries)
+    missing = [name for name in _ARRAYS if name not in entries]
+    if missing:
+        raise _bad(p, ", ".join(missing), "missing from the file")
+    arrays = {name: entries[name] for name in _ARRAYS}
     try:
         splits = Splits.from_dict(meta["splits"])
     except (TypeError, ValueError) as exc:
