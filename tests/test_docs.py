@@ -10,6 +10,9 @@ import pytest
 MODULES = [
     "alphanet_fast._optim",
     "alphanet_fast.cli",
+    "alphanet_fast.cli.report",
+    "alphanet_fast.data_files",
+    "alphanet_fast._atomic",
     "alphanet_fast.dask",
     "alphanet_fast.datasets",
     "alphanet_fast.evaluation",

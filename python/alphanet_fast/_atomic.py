@@ -31,6 +31,7 @@ import numpy as np
 __all__ = [
     "Terminated",
     "atomic_write",
+    "json_default",
     "sigterm_raises",
     "temp_name",
     "write_json",
@@ -159,7 +160,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented, strict JSON (NaN is an error) atomically; returns the path."""
     return write_text(
-        path, json.dumps(data, indent=2, allow_nan=False, default=_json_default) + "\n"
+        path, json.dumps(data, indent=2, allow_nan=False, default=json_default) + "\n"
     )
 
 
@@ -170,11 +171,15 @@ def write_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
     return Path(path)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``default=`` for ``json.dumps``: numpy scalars and arrays, tuples and paths as JSON."""
+    # numpy values sneak into configs and reports (e.g. a hidden tuple of np.int64).
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._atomic import json_default, write_npz
 from alphanet_fast._validation import float_matrix
 from alphanet_fast.kernels import combine
 from alphanet_fast.splits import SPLIT_NAMES, Splits
@@ -177,22 +178,9 @@ class AlphaNetResult:
             "timings": self.timings,
         }
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
-        arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
+        arrays["meta"] = np.array(json.dumps(meta, default=json_default))
         # Written under a temporary name and renamed: never half-written.
-        from alphanet_fast._atomic import write_npz
-
         write_npz(path, **arrays)
-
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars and arrays sneak into configs (e.g. a hidden tuple of np.int64).
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot store {type(value).__name__} in the result's JSON metadata")
 
 
 def _bad(path: str, entry: str, what: str) -> ValueError:
