@@ -190,8 +190,8 @@ def _bad(path: str, entry: str, what: str) -> ValueError:
 def _read_meta(path: str, data: dict[str, np.ndarray]) -> dict:
     if "meta" not in data:
         raise ValueError(
-            f"{path}: not a result saved by AlphaNetResult.save or 'correct --result' "
-            "(no 'meta' entry)"
+            f"{path}: not an AlphaNet result (no 'meta' entry; not a result saved by "
+            "AlphaNetResult.save or 'correct --result')"
         )
     raw = data["meta"]
     if raw.shape != () or raw.dtype.kind != "U":
