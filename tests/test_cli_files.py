@@ -203,6 +203,40 @@ def test_sigterm_mid_write_removes_the_temp_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+CLI_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    from alphanet_fast.cli import main
+
+    def replace_after_stdin(src, dst):  # the hook: block just before the rename
+        print("writing", flush=True)
+        sys.stdin.read()
+
+    os.replace = replace_after_stdin
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_sigterm_during_a_command_exits_143_without_temp_files(files, tmp_path):
+    root, _ = files
+    argv = ["neighbors", str(root / "train.npz"), "--report", str(tmp_path / "n.json")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI_WRITER, *argv],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # The neighbours' lines come first; stop at the hook's line (or at the end of output).
+        assert "writing" in (line.strip() for line in iter(proc.stdout.readline, ""))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["alphanet-fast: terminated"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_leftovers_of_killed_runs_are_removed_by_the_next_write(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
