@@ -140,6 +140,7 @@ def test_several_candidates_need_a_weight_key(tmp_path):
         (lambda p: np.savez(p, W=np.zeros((3, 2))), {"dim": 5}, r"no weight matrix has 5 columns"),
         (lambda p: np.savez(p, W=np.array([[1.0, np.nan]])), {}, r"\[W\]: row 0 contains NaN"),
         (lambda p: p.write_bytes(b"not a zip"), {}, r"not a readable \.npz"),
+        (lambda p: np.savez(p, weight=np.ones((3, 2), np.int64)), {}, r"dtype int64\) is not"),
     ],
 )
 def test_bad_classifier_files(tmp_path, make, kwargs, match):

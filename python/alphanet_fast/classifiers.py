@@ -143,6 +143,13 @@ def _find_weight(
         return _named_weight(entries, path, weight_key)
     candidates = [k for k, v in entries.items() if _is_weight_name(k) and _float_2d(v)]
     if not candidates:
+        named = [k for k, v in entries.items() if _is_weight_name(k) and hasattr(v, "dtype")]
+        if named:
+            value = entries[named[0]]
+            raise InputError(
+                f"{path}: entry {named[0]!r} ({shape_text(value)}, dtype {value.dtype}) is not "
+                "a 2-d float matrix; expected the classifier's float weights"
+            )
         raise InputError(
             f"{path}: no classifier weight entry (looked for 2-d float entries named weight, "
             f"W, weights, w, coef_, coef or <prefix>.weight; found: {listing(entries)})"
