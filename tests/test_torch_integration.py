@@ -10,14 +10,13 @@ import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
+import alphanet_fast as af
+import alphanet_fast.torch as aft
 import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-
-import alphanet_fast as af
-import alphanet_fast.torch as aft
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = [80, 70, 60, 50, 40, 8, 6, 5]  # classes 5, 6, 7 are few (< 20)
@@ -138,7 +137,9 @@ def test_extract_float64_and_dict_batches():
     torch.manual_seed(1)
     model = mlp().double()
     x, y = long_tail()
-    batches = [{"inputs": x[i : i + 50].double(), "labels": y[i : i + 50]} for i in range(0, 319, 50)]
+    batches = [
+        {"inputs": x[i : i + 50].double(), "labels": y[i : i + 50]} for i in range(0, 319, 50)
+    ]
     feats, labels = aft.extract(model, batches, dtype=np.float64)
     with torch.no_grad():
         manual = model[1](model[0](x.double())).numpy()
@@ -376,3 +377,32 @@ def test_example_script_runs_quickly(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "baseline" in done.stdout and "AlphaNet" in done.stdout
+
+
+def _readme_blocks(section: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in body.split("```python\n")[1:]]
+
+
+def test_readme_pytorch_and_splits_sections_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(4)
+    x, y = long_tail()
+    namespace = {
+        "af": af,
+        "np": np,
+        "model": mlp(),
+        "train_loader": DataLoader(TensorDataset(x, y), batch_size=64),
+        "val_loader": DataLoader(TensorDataset(*long_tail(seed=5)), batch_size=64),
+    }
+    blocks = _readme_blocks("From a PyTorch model")
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(block, namespace)
+    assert namespace["res"].splits.few.tolist() == [5, 6, 7]
+    assert (tmp_path / "train.labels.npy").exists()
+    np.testing.assert_array_equal(namespace["model"][2].weight.detach().numpy(), namespace["res"].W)
+    (block,) = _readme_blocks("Synthetic data, and splits without `correct()`")
+    exec(block, namespace)
+    assert namespace["splits"].n_classes == len(namespace["data"].W)
