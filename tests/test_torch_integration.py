@@ -164,6 +164,12 @@ def test_extract_half_precision_is_cast():
     with torch.no_grad():
         manual = model[1](model[0](x.bfloat16())).float().numpy()
     np.testing.assert_array_equal(feats, manual)
+    # Autocast on a float32 model: bfloat16 inside, float32 rows out, close to the exact ones.
+    model = mlp()
+    exact, _ = aft.extract(model, [(x, y)])
+    mixed, _ = aft.extract(model, [(x, y)], autocast=torch.bfloat16)
+    assert mixed.dtype == np.float32 and not np.array_equal(mixed, exact)
+    np.testing.assert_allclose(mixed, exact, rtol=0.05, atol=0.05)
 
 
 def test_extract_bad_batches_and_heads():

@@ -31,19 +31,26 @@ Linear(in_features=8, out_features=3, bias=True)
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Callable, NamedTuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from alphanet_fast._npy_stream import NpyWriter, labels_path_for
+from alphanet_fast._torch_loop import (
+    Sink,
+    autocast_context,
+    call_model,
+    enter_eval,
+    features_of,
+    finite_array,
+    labels_of,
+    progress_bar,
+    target_device,
+    to_device,
+)
 from alphanet_fast.typing import PathLike
 
 HEAD_NAMES = ("fc", "head", "heads", "classifier", "last_linear")
@@ -268,24 +275,24 @@ def extract(
     to_inputs = split_batch if batch_to_inputs is None else batch_to_inputs
     if not callable(to_inputs):
         raise TypeError(f"batch_to_inputs: expected a callable, found {batch_to_inputs!r}")
-    dev = _target_device(model, device)
-    sink = _Sink(out, np_dtype)
+    dev = target_device(model, device)
+    sink = Sink(out, np_dtype)
     captured: list[torch.Tensor] = []
 
     def keep_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
         x = args[0] if args else kwargs.get("input")
         captured.append(x)
 
-    restore = _enter_eval(model, dev)
+    restore = enter_eval(model, dev)
     handle = lin.register_forward_pre_hook(keep_input, with_kwargs=True)
     try:
-        with torch.inference_mode(), _autocast(autocast, dev):
-            for i, batch in enumerate(_bar(loader, progress)):
+        with torch.inference_mode(), autocast_context(autocast, dev):
+            for i, batch in enumerate(progress_bar(loader, progress)):
                 inputs, labels = to_inputs(batch)
                 captured.clear()
-                _call(model, _to_device(inputs, dev))
-                sink.add(_features_of(captured, i, np_dtype), _labels_of(labels, i), i)
-        return sink.finish()
+                call_model(model, to_device(inputs, dev))
+                sink.add(features_of(captured, i, np_dtype), labels_of(labels, i), i)
+        return Extracted(*sink.finish())
     except BaseException:
         sink.abort()
         raise
@@ -332,8 +339,8 @@ def apply_to(model: nn.Module, result: Any, head: HeadLike = None) -> nn.Module:
     lin = _resolve_head(model, head)
     if not (hasattr(result, "W") and hasattr(result, "b")):
         raise TypeError(f"result: expected an object with W and b, found {type(result).__name__}")
-    W = _finite(result.W, "result.W", tuple(lin.weight.shape))
-    b = None if result.b is None else _finite(result.b, "result.b", (lin.out_features,))
+    W = finite_array(result.W, "result.W", tuple(lin.weight.shape))
+    b = None if result.b is None else finite_array(result.b, "result.b", (lin.out_features,))
     if lin.bias is None and b is not None and np.any(b != 0):
         raise ValueError("result.b: the head has no bias, but the result's biases are not all zero")
     with torch.no_grad():
@@ -481,175 +488,8 @@ def _name_of(model: nn.Module, lin: nn.Linear) -> str:
     return next(n for n, m in model.named_modules() if m is lin)
 
 
-def _target_device(model: nn.Module, device: Any) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        param = next(model.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: expected 'auto' or a torch device, found {device!r}") from exc
-
-
 def _correct_device(device: Any, lin: nn.Linear) -> Any:
     # "auto" for correct() means CUDA when present; here it follows the model.
     if isinstance(device, str) and device == "auto":
         return "cuda" if lin.weight.device.type == "cuda" else "cpu"
     return device
-
-
-def _enter_eval(model: nn.Module, dev: torch.device) -> Callable[[], None]:
-    """Eval mode (and ``dev``) for the call; returns what puts everything back."""
-    flags = [(m, m.training) for m in model.modules()]
-    param = next(model.parameters(), None)
-    home = param.device if param is not None else dev
-    model.eval()
-    if home != dev:
-        model.to(dev)
-
-    def restore() -> None:
-        if home != dev:
-            model.to(home)
-        for m, flag in flags:
-            m.training = flag
-
-    return restore
-
-
-def _autocast(autocast: Any, dev: torch.device) -> Any:
-    if autocast is False or autocast is None:
-        return contextlib.nullcontext()
-    if autocast is True:
-        return torch.autocast(device_type=dev.type)
-    if isinstance(autocast, torch.dtype):
-        return torch.autocast(device_type=dev.type, dtype=autocast)
-    raise TypeError(f"autocast: expected True, False or a torch.dtype, found {autocast!r}")
-
-
-def _to_device(x: Any, dev: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(dev, non_blocking=True)
-    if isinstance(x, Mapping):
-        return {k: _to_device(v, dev) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return (
-            type(x)(_to_device(v, dev) for v in x)
-            if isinstance(x, list)
-            else tuple(_to_device(v, dev) for v in x)
-        )
-    return x
-
-
-def _call(model: nn.Module, inputs: Any) -> None:
-    if isinstance(inputs, Mapping):
-        model(**inputs)
-    elif isinstance(inputs, (tuple, list)):
-        model(*inputs)
-    else:
-        model(inputs)
-
-
-def _features_of(captured: list[torch.Tensor], i: int, dtype: np.dtype) -> np.ndarray:
-    if len(captured) != 1:
-        what = "was not called" if not captured else f"was called {len(captured)} times"
-        raise ValueError(
-            f"head: the head {what} in the forward pass of batch {i}; "
-            "pass head= naming the layer applied once to each sample"
-        )
-    x = captured[0]
-    if not isinstance(x, torch.Tensor) or x.ndim != 2:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(
-            f"head: expected its input to be (batch, d), found {shape} in batch {i} "
-            "(a head applied per token or per pixel has no single feature row per sample)"
-        )
-    torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
-    return x.detach().to("cpu", torch_dtype).numpy()
-
-
-def _labels_of(labels: Any, i: int) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    arr = np.asarray(labels)
-    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
-        raise TypeError(f"labels: expected integer class ids, found dtype {arr.dtype} in batch {i}")
-    if arr.ndim != 1:
-        raise ValueError(
-            f"labels: expected one label per sample, found shape {arr.shape} "
-            f"in batch {i} (one-hot or soft labels are not class ids)"
-        )
-    return arr.astype(np.int64)
-
-
-def _finite(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: expected a numeric array, found dtype {arr.dtype}")
-    if arr.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape} (the head's), found {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: contains NaN or infinity")
-    return np.ascontiguousarray(arr)
-
-
-def _bar(loader: Any, progress: Any) -> Any:
-    if progress is None:
-        show = bool(sys.stderr is not None and sys.stderr.isatty())
-    elif isinstance(progress, (bool, np.bool_)):
-        show = bool(progress)
-    else:
-        raise TypeError(f"progress: expected None, True or False, found {progress!r}")
-    if not show:
-        return loader
-    from tqdm import tqdm
-
-    total = len(loader) if hasattr(loader, "__len__") else None
-    return tqdm(loader, total=total, desc="features", unit="batch", file=sys.stderr)
-
-
-class _Sink:
-    """Collects batches in memory, or streams them to ``out`` (and its labels file)."""
-
-    def __init__(self, out: PathLike | None, dtype: np.dtype) -> None:
-        self.dtype = dtype
-        self.rows = 0
-        self.chunks: list[np.ndarray] = []
-        self.labels: list[np.ndarray] = []
-        self.writers: tuple[NpyWriter, NpyWriter] | None = None
-        if out is not None:
-            if not isinstance(out, (str, os.PathLike)):
-                raise TypeError(f"out: expected a path, found {type(out).__name__}")
-            path = Path(out)
-            path = path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
-            self.writers = (NpyWriter(path, dtype), NpyWriter(labels_path_for(path), np.int64))
-
-    def add(self, features: np.ndarray, labels: np.ndarray, i: int) -> None:
-        if labels.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"labels: {labels.shape[0]} labels for a batch of "
-                f"{features.shape[0]} samples (batch {i})"
-            )
-        if self.writers is None:
-            self.chunks.append(features)
-            self.labels.append(labels)
-        else:
-            self.writers[0].write(features)
-            self.writers[1].write(labels)
-        self.rows += features.shape[0]
-
-    def finish(self) -> Extracted:
-        if self.rows == 0:
-            raise ValueError("loader: yielded no samples")
-        if self.writers is None:
-            return Extracted(np.concatenate(self.chunks), np.concatenate(self.labels))
-        feats, labels = self.writers
-        labels.close()
-        feats.close()
-        return Extracted(np.load(feats.path, mmap_mode="r"), np.load(labels.path))
-
-    def abort(self) -> None:
-        if self.writers is not None:
-            for w in self.writers:
-                w.discard()
