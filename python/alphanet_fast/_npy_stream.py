@@ -9,6 +9,7 @@ the process's resident memory.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from pathlib import Path
@@ -51,7 +52,7 @@ class NpyWriter:
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self.row_shape: tuple[int, ...] | None = None
         self.rows = 0
-        self.file = None
+        self.file: io.BufferedWriter | None = None
 
     def write(self, block: np.ndarray) -> None:
         """Append ``block`` (its first axis is rows), cast to the writer's dtype."""
@@ -59,18 +60,18 @@ class NpyWriter:
             if not self.path.parent.is_dir():
                 raise ValueError(f"out: folder {str(self.path.parent)!r} does not exist")
             self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()/discard()
-            self.file.write(b"\0" * HEADER_BYTES)
+            self.file.write(b"\0" * HEADER_BYTES)  # the header goes here once the rows are known
             self.row_shape = tuple(block.shape[1:])
         if tuple(block.shape[1:]) != self.row_shape:
             raise ValueError(
                 f"out: rows of shape {self.row_shape} so far, then {tuple(block.shape[1:])}"
             )
-        self.file.write(memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B"))
+        self.file.write(np.ascontiguousarray(block, dtype=self.dtype).data.cast("B"))
         self.rows += block.shape[0]
 
     def close(self) -> None:
         """Write the header and rename the file into place."""
-        if self.file is None:
+        if self.file is None or self.row_shape is None:
             raise ValueError("out: nothing was written")
         self.file.seek(0)
         self.file.write(npy_header((self.rows, *self.row_shape), self.dtype))

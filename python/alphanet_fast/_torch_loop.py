@@ -80,7 +80,7 @@ def call_model(model: nn.Module, inputs: Any) -> None:
         model(inputs)
 
 
-def features_of(captured: list[torch.Tensor], i: int, dtype: np.dtype) -> np.ndarray:
+def features_of(captured: list[Any], i: int, dtype: np.dtype) -> np.ndarray:
     if len(captured) != 1:
         what = "was not called" if not captured else f"was called {len(captured)} times"
         raise ValueError(
@@ -141,7 +141,10 @@ class Sink:
                 raise TypeError(f"out: expected a path, found {type(out).__name__}")
             path = Path(out)
             path = path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
-            self.writers = (NpyWriter(path, dtype), NpyWriter(labels_path_for(path), np.int64))
+            self.writers = (
+                NpyWriter(path, dtype),
+                NpyWriter(labels_path_for(path), np.dtype(np.int64)),
+            )
 
     def add(self, features: np.ndarray, labels: np.ndarray, i: int) -> None:
         if labels.shape[0] != features.shape[0]:

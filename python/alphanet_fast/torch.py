@@ -277,7 +277,7 @@ def extract(
         raise TypeError(f"batch_to_inputs: expected a callable, found {batch_to_inputs!r}")
     dev = target_device(model, device)
     sink = Sink(out, np_dtype)
-    captured: list[torch.Tensor] = []
+    captured: list[Any] = []
 
     def keep_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
         x = args[0] if args else kwargs.get("input")
@@ -415,9 +415,16 @@ def correct_model(
 
     lin = _resolve_head(model, head)
     head_name = _name_of(model, lin)
-    kw = {"device": device, "progress": progress, "batch_to_inputs": batch_to_inputs}
+    kw: dict[str, Any] = {
+        "device": device,
+        "progress": progress,
+        "batch_to_inputs": batch_to_inputs,
+    }
     train = extract(model, train_loader, head=lin, **kw)
-    val = None if val_loader is None else tuple(extract(model, val_loader, head=lin, **kw))
+    val = None
+    if val_loader is not None:
+        val_feats = extract(model, val_loader, head=lin, **kw)
+        val = (val_feats.features, val_feats.labels)
     W = lin.weight.detach().to("cpu", torch.float32).numpy()
     b = None if lin.bias is None else lin.bias.detach().to("cpu", torch.float32).numpy()
     result = correct(
