@@ -412,3 +412,15 @@ def test_readme_pytorch_and_splits_sections_run(tmp_path, monkeypatch):
     (block,) = _readme_blocks("Synthetic data, and splits without `correct()`")
     exec(block, namespace)
     assert namespace["splits"].n_classes == len(namespace["data"].W)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_extract_on_cuda_moves_the_model_back():
+    torch.manual_seed(6)
+    model = mlp()
+    x, y = long_tail()
+    on_cpu = aft.extract(model, [(x, y)])
+    on_gpu = aft.extract(model, [(x, y)], device="cuda")
+    assert model[0].weight.device.type == "cpu"
+    np.testing.assert_allclose(on_gpu.features, on_cpu.features, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(on_gpu.labels, on_cpu.labels)
