@@ -80,7 +80,8 @@ def call_model(model: nn.Module, inputs: Any) -> None:
         model(inputs)
 
 
-def features_of(captured: list[Any], i: int, dtype: np.dtype) -> np.ndarray:
+def features_of(captured: list[Any], i: int) -> np.ndarray:
+    """The one (batch, d) CPU tensor the head's hook kept for batch ``i``, as numpy."""
     if len(captured) != 1:
         what = "was not called" if not captured else f"was called {len(captured)} times"
         raise ValueError(
@@ -94,8 +95,7 @@ def features_of(captured: list[Any], i: int, dtype: np.dtype) -> np.ndarray:
             f"head: expected its input to be (batch, d), found {shape} in batch {i} "
             "(a head applied per token or per pixel has no single feature row per sample)"
         )
-    torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
-    return x.detach().to("cpu", torch_dtype).numpy()
+    return x.numpy()
 
 
 def labels_of(labels: Any, i: int) -> np.ndarray:

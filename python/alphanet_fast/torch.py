@@ -279,8 +279,13 @@ def extract(
     sink = Sink(out, np_dtype)
     captured: list[Any] = []
 
+    torch_dtype = torch.float32 if np_dtype == np.float32 else torch.float64
+
     def keep_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
         x = args[0] if args else kwargs.get("input")
+        # Copied now: the model may reuse or change the tensor after the head.
+        if isinstance(x, torch.Tensor):
+            x = x.detach().to("cpu", torch_dtype, copy=True)
         captured.append(x)
 
     restore = enter_eval(model, dev)
@@ -291,7 +296,7 @@ def extract(
                 inputs, labels = to_inputs(batch)
                 captured.clear()
                 call_model(model, to_device(inputs, dev))
-                sink.add(features_of(captured, i, np_dtype), labels_of(labels, i), i)
+                sink.add(features_of(captured, i), labels_of(labels, i), i)
         return Extracted(*sink.finish())
     except BaseException:
         sink.abort()
