@@ -8,7 +8,7 @@ cross-entropy on them neglects the rare classes; ``correct_model`` moves the
 rare classes' last-layer weights towards those of similar frequent classes
 (same shape or same texture) and nothing else.
 
-Run ``python examples/long_tail_cnn.py`` (about a minute on 2 cores), or with
+Run ``python examples/long_tail_cnn.py`` (under a minute on 2 free cores), or with
 ``--quick`` for a tiny run that only checks that everything works.
 """
 
