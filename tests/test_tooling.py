@@ -1,4 +1,9 @@
-"""Format, lint, stub and Rust unit-test checks, run as part of the test suite."""
+"""Format, lint, stub and Rust unit-test checks.
+
+Not part of the package's tests (they need cargo with rustfmt and clippy, and
+linters whose verdicts change between versions): ``python -m pytest -m tooling``
+runs them, and CI (``.ci/run``) runs them after the package's tests.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PY_PATHS = ["python", "tests", "benches"]
+PY_PATHS = ["python", "tests", "benches", "examples"]
+
+pytestmark = pytest.mark.tooling
 
 
 def run(*cmd: str) -> None:
@@ -22,7 +29,7 @@ def run(*cmd: str) -> None:
 
 def need(tool: str) -> None:
     if shutil.which(tool) is None:
-        pytest.fail(f"{tool} is not installed; install the test extras and a Rust toolchain")
+        pytest.fail(f"{tool} is not installed; install the lint extra and a Rust toolchain")
 
 
 def test_ruff_lint():

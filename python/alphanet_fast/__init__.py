@@ -22,7 +22,11 @@ from alphanet_fast.splits import Splits, splits_from_counts
 
 if TYPE_CHECKING:
     from alphanet_fast import datasets
+    from alphanet_fast import torch as torch
     from alphanet_fast.training import correct
+
+# Provided on first use by __getattr__ (each imports torch).
+_LAZY = ("correct", "datasets", "torch")
 
 
 def __getattr__(name: str) -> Any:
@@ -33,11 +37,16 @@ def __getattr__(name: str) -> Any:
         from alphanet_fast.training import correct
 
         return correct
-    if name == "datasets":
+    if name in ("datasets", "torch"):
         import importlib
 
-        return importlib.import_module("alphanet_fast.datasets")
+        return importlib.import_module(f"alphanet_fast.{name}")
     raise AttributeError(f"module 'alphanet_fast' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too, so that tab completion offers them.
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __version__ = "0.1.0"
