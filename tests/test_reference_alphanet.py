@@ -99,7 +99,8 @@ def reference_neighbors(x, y, n_classes, few, base, k, farthest=False):
     means = np.zeros((n_classes, x.shape[1]))
     for c in range(n_classes):
         means[c] = x[y == c].astype(np.float64).mean(axis=0)
-    dist = ((means[few][:, None, :] - means[base][None, :, :]) ** 2).sum(axis=2)
+    # One few class at a time: the (F, B, d) differences of a large problem would not fit.
+    dist = np.stack([((means[base] - means[f]) ** 2).sum(axis=1) for f in few])
     order = np.argsort(-dist if farthest else dist, axis=1, kind="stable")
     return base[order[:, :k]]
 
