@@ -15,7 +15,10 @@ against all of W' each epoch): the independent reference of
 the same samples and starts from the same weights, so both learn the same alphas
 (checked: ``test_the_pair_learns_the_same_alphas``). Both run as a user runs
 them: at torch's default thread count, which correct() itself lowers to one for
-its training loop and spreads over its scoring workers.
+its training loop and spreads over its scoring workers. "naive_one_thread" is the
+peer with torch on one thread, as correct()'s training loop: on a shared machine
+torch's multi-threaded small ops stall whenever another process holds a core, so
+this pair isolates what the shortcuts save from what the threading costs.
 """
 
 from __future__ import annotations
@@ -56,6 +59,15 @@ def _run(impl, data):
     val = (data.val_features, data.val_labels)
     if impl == "alphanet_fast":
         return af.correct(*args, val=val, progress=False)
+    if impl == "naive_one_thread":
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _naive_correct()(*args, val=val)
+        finally:
+            torch.set_num_threads(previous)
     return _naive_correct()(*args, val=val)
 
 
@@ -72,7 +84,7 @@ def _mb(n_bytes: float) -> float:
     return n_bytes / 2**20
 
 
-@pytest.mark.parametrize("impl", ["alphanet_fast", "naive"])
+@pytest.mark.parametrize("impl", ["alphanet_fast", "naive", "naive_one_thread"])
 def test_bench_correct(benchmark, problem, impl):
     data, _ = problem
     benchmark.group = f"correct, {PROFILE} profile, d={data.W.shape[1]}"
