@@ -19,17 +19,24 @@ Mutations of the package these tests catch (``python benches/mutations.py``
 applies each to a copy of the package and runs the tests; its table):
 
 ============================  ==================================================
-mutation                      caught by
+mutation                      failing tests (as ``benches/mutations.py`` printed)
 ============================  ==================================================
-softmax instead of signed L1  test_initial_network_is_the_papers,
-                              test_alphas_are_signed_and_l1_normalised,
-                              test_correct_equals_the_reference_with_shared_draws
-ReLU instead of LeakyReLU     test_initial_network_is_the_papers,
-                              test_correct_equals_the_reference_with_shared_draws
+softmax instead of signed L1  test_correct_equals_the_reference_with_shared_draws
+                              (all 3 cases), test_initial_network_is_the_papers
+                              (both), test_alphas_are_signed_and_l1_normalised,
+                              test_gains_match_the_reference_with_its_own_draws,
+                              test_method.py::test_few_accuracy_rises_about_18_
+                              points_and_overall_moves_far_less
+ReLU instead of LeakyReLU     test_correct_equals_the_reference_with_shared_draws
+                              (all 3), test_initial_network_is_the_papers (both)
 uniform-by-row base sampler   test_correct_equals_the_reference_with_shared_draws
-last epoch instead of best    test_correct_equals_the_reference_with_shared_draws
-farthest neighbours           test_correct_equals_the_reference_with_shared_draws,
-                              test_gains_match_the_reference_with_its_own_draws
+                              (all 3)
+last epoch instead of best    test_the_best_validation_epoch_is_kept,
+                              test_correct_equals_the_reference_with_shared_draws
+                              [k3-rho0.5-scale]
+farthest neighbours           test_correct_equals_the_reference_with_shared_draws
+                              (all 3), test_method.py::test_neighbors_come_from_
+                              the_same_group
 ============================  ==================================================
 """
 
@@ -254,6 +261,21 @@ def test_a_shared_draws_case_selects_an_epoch_before_the_last():
     # Otherwise keeping the last epoch instead of the best would go unnoticed above.
     chosen = {case: shared_case(case)[1]["best_epoch"] for case in CASES}
     assert any(chosen[case] < CASES[case]["epochs"] for case in CASES), chosen
+
+
+def test_the_best_validation_epoch_is_kept():
+    """The first epoch of the highest validation accuracy at or after ``min_epochs``, with
+    that epoch's alphas: a run stopped there (no validation) gives the same bits, as the
+    draws of the first epochs do not depend on the total."""
+    x, y, W, b, val, _ = long_tail(7)
+    kwargs = dict(k=3, epochs=12, lr=1e-2, batch_size=16, progress=False, device="cpu", seed=1)
+    res = af.correct(x, y, W, b, val=val, min_epochs=3, **kwargs)
+    overall = [h["val_top1"]["overall"] for h in res.history]
+    assert res.best_epoch == 3 + int(np.argmax(overall[2:]))
+    assert res.best_epoch < 12, overall  # else keeping the last epoch would pass
+    stopped = af.correct(x, y, W, b, **{**kwargs, "epochs": res.best_epoch})
+    np.testing.assert_array_equal(res.alphas, stopped.alphas)
+    np.testing.assert_array_equal(res.W, stopped.W)
 
 
 # --------------------------------------------------------------------------- the network
