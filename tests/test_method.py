@@ -68,11 +68,17 @@ def test_the_baseline_is_weak_on_rare_classes(runs):
     assert np.mean([a["medium"] for a in accs]) < np.mean([a["many"] for a in accs])
 
 
-def test_few_accuracy_rises_more_than_overall_falls(runs):
+def test_few_accuracy_rises_about_18_points_and_overall_moves_far_less(runs):
+    # Measured (python benches/method_gains.py --seeds 8): at rho 0.5 the few split
+    # gains 19.4 points on average over seeds 0-2 (17.6 over seeds 0-7, 11.0 at
+    # worst for one seed), and overall accuracy moves by +1.0 (+0.0 to +1.9 per seed).
     few_gain = mean_gain(runs, "rho0.5", "few")
     overall_change = mean_gain(runs, "rho0.5", "overall")
-    assert few_gain >= 0.05, f"few-split gain {100 * few_gain:.1f} points"
-    assert -overall_change < few_gain
+    assert few_gain >= 0.15, f"few-split gain {100 * few_gain:.1f} points"
+    assert abs(overall_change) <= 0.2 * few_gain, (
+        f"overall accuracy moved {100 * overall_change:+.1f} points, "
+        f"the few split {100 * few_gain:+.1f}"
+    )
 
 
 def test_rho_orders_the_trade_off(runs):
