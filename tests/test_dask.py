@@ -158,14 +158,13 @@ def test_correct_with_dask_features_equals_in_memory(client):
     np.testing.assert_allclose(got.W, want.W, rtol=1e-5, atol=1e-6)
 
 
-def test_correct_with_dask_validation_recomputed_each_epoch(client, monkeypatch):
+def test_correct_with_dask_validation_recomputed_each_epoch(client):
     # Above the validation budget the validation rows are read again every epoch:
     # here block by block from the cluster.
-    from alphanet_fast import training
+    from alphanet_fast.training import Budgets
 
-    monkeypatch.setattr(training, "VAL_BUDGET_BYTES", 0)
     data = af.datasets.make_long_tail("small", seed=5)
-    kwargs = dict(epochs=3, progress=False, seed=2)
+    kwargs = dict(epochs=3, progress=False, seed=2, _budgets=Budgets(val=0))
     val = (data.val_features, data.val_labels)
     want = af.correct(data.train_features, data.train_labels, data.W, data.b, val=val, **kwargs)
     dvx = da.from_array(data.val_features, chunks=(1500, -1))
