@@ -273,3 +273,43 @@ def test_cuda_request_without_cuda_is_an_error():
     x, y, W, b, _, _ = toy(18)
     with pytest.raises(ValueError, match="device: 'cuda' requested but torch sees no CUDA"):
         af.correct(x, y, W, b, **{**FAST, "device": "cuda"})
+
+
+def test_settings_that_cannot_run_are_named_before_any_work():
+    x, y, W, b, vx, vy = toy(24)
+    with pytest.raises(ValueError, match=r"hidden: a network of widths \(1000000, 1000000\)"):
+        af.correct(x, y, W, b, hidden=(10**6, 10**6), **FAST)
+    with pytest.raises(ValueError, match=r"seed: expected an integer in \[0, 2\*\*63\)"):
+        af.correct(x, y, W, b, seed=2**70, **FAST)
+    with pytest.raises(ValueError, match=r"rho: .* GiB"):
+        af.correct(x, y, W, b, rho=1e15, **FAST)
+
+
+def test_a_batch_larger_than_an_epoch_is_the_whole_epoch():
+    x, y, W, b, vx, vy = toy(25)
+    n_per_epoch = 2 * 16  # 16 few rows, rho = 1
+    whole = af.correct(x, y, W, b, batch_size=n_per_epoch, **FAST)
+    huge = af.correct(x, y, W, b, batch_size=10**9, **FAST)
+    np.testing.assert_array_equal(huge.alphas, whole.alphas)
+    assert huge.config["batch_size"] == 10**9
+
+
+def test_divergence_names_the_learning_rate():
+    x, y, W, b, vx, vy = toy(26)
+    with pytest.raises(ValueError, match=r"training diverged.*lower lr \(now 1e\+30\)"):
+        af.correct(x, y, W, b, lr=1e30, **FAST)
+
+
+def test_defaults_and_config_come_from_the_settings():
+    import inspect
+
+    from alphanet_fast.settings import Settings
+
+    params = inspect.signature(af.correct).parameters
+    for name, default in Settings.defaults().items():
+        assert params[name].default == default, name
+    x, y, W, b, vx, vy = toy(27)
+    res = af.correct(x, y, W, b, val=(vx, vy), **FAST)
+    want = Settings(**{**Settings.defaults(), "epochs": 6, "min_epochs": 2}).to_dict()
+    want.update(device="cpu", user_neighbors=False, validation=True, loop_threads=1)
+    assert res.config == want

@@ -5,6 +5,7 @@ from __future__ import annotations
 import alphanet_fast as af
 import numpy as np
 import pytest
+from alphanet_fast.neighbors import choose_neighbors
 from training_toys import FAST, toy
 
 
@@ -77,3 +78,17 @@ def test_k_beyond_the_base_classes_is_an_error():
     x, y, W, b, _, _ = toy(16, counts=[3, 5, 30, 40])
     with pytest.raises(ValueError, match=r"k: expected at most 2 \(the number of base classes\)"):
         af.correct(x, y, W, b, k=3, **FAST)
+
+
+def test_choose_neighbors_skips_a_few_class_without_rows_when_asked():
+    x, y, W, b, _, _ = toy(14, counts=[0, 5, 8, 30, 40, 50, 60, 70])
+    splits = af.splits_from_counts(np.bincount(y, minlength=8))
+    with pytest.raises(ValueError, match="few class 0 has no training samples"):
+        choose_neighbors(x, y, splits, 2)
+    nb = choose_neighbors(x, y, splits, 2, empty="skip")
+    np.testing.assert_array_equal(nb.few, [1, 2])
+    np.testing.assert_array_equal(nb.skipped, [0])
+    assert nb.classes.shape == (2, 2) and np.isin(nb.classes, splits.base).all()
+    assert np.isfinite(nb.distances).all() and nb.metric == "euclidean"
+    with pytest.raises(ValueError, match="empty: expected 'error' or 'skip'"):
+        choose_neighbors(x, y, splits, 2, empty="drop")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import alphanet_fast as af
 import numpy as np
+import pytest
 from alphanet_fast.training.sampling import (
+    ClassBalancedSampler,
+    class_balanced_rows,
     draw_epochs,
     windows,
 )
@@ -70,3 +73,28 @@ def test_windows_are_whole_batches_within_the_budget():
     # A budget below one batch still makes progress, one batch per window.
     tiny, _ = windows(order, batch, row_bytes, 1)
     np.testing.assert_array_equal(tiny, ordered)
+
+
+def test_class_balanced_rows_draws_each_class_equally_and_is_seeded():
+    labels = np.repeat(np.arange(5), [2, 10, 100, 1000, 7])
+    classes = np.array([1, 2, 3])
+    rows = class_balanced_rows(labels, classes, 30_000, np.random.default_rng(3))
+    assert rows.dtype == np.int64 and rows.shape == (30_000,)
+    assert np.isin(labels[rows], classes).all()
+    np.testing.assert_allclose(np.bincount(labels[rows])[classes] / rows.size, 1 / 3, atol=0.02)
+    again = class_balanced_rows(labels, classes, 30_000, np.random.default_rng(3))
+    np.testing.assert_array_equal(rows, again)
+    # A sampler built once draws the same rows from the same generator.
+    sampler, rng = ClassBalancedSampler(labels, classes), np.random.default_rng(3)
+    np.testing.assert_array_equal(sampler.draw(30_000, rng), rows)
+    with pytest.raises(ValueError, match="classes: class 5 has no row"):
+        class_balanced_rows(labels, np.array([1, 5]), 3, np.random.default_rng(0))
+
+
+def test_a_rho_beyond_the_machines_memory_is_refused_before_drawing():
+    counts = np.array([5, 12, 40, 150])
+    labels = np.repeat(np.arange(4), counts)
+    splits = af.splits_from_counts(counts)
+    few_rows = np.flatnonzero(labels < 2)
+    with pytest.raises(ValueError, match=r"rho: 1e\+15 base samples .* GiB"):
+        draw_epochs(labels, few_rows, splits, 1e15, 3, np.random.default_rng(0))
