@@ -179,3 +179,25 @@ def test_correct_with_dask_validation_recomputed_each_epoch(client):
     assert [h["val_top1"] for h in got.history] == [h["val_top1"] for h in want.history]
     assert got.best_epoch == want.best_epoch
     np.testing.assert_allclose(got.alphas, want.alphas, rtol=1e-5, atol=1e-6)
+
+
+def test_an_empty_dask_array_is_a_named_error():
+    empty = da.zeros((0, 4), chunks=(10, 4))
+    with pytest.raises(ValueError, match="features: the dask array has no rows"):
+        afd.class_means(empty, np.zeros(0, dtype=np.int64))
+    with pytest.raises(ValueError, match="features: the dask array has no rows"):
+        afd.topk_scores(empty, np.ones((3, 4), np.float32))
+
+
+def test_merged_evaluation_keeps_integer_hit_counts():
+    data = af.datasets.make_long_tail("small", seed=6)
+    splits = af.splits_from_counts(np.bincount(data.train_labels))
+    x = da.from_array(data.test_features, chunks=(777, -1))
+    got = afd.evaluate(x, data.test_labels, data.W, data.b, splits=splits, k=(1, 5))
+    want = af.evaluate(
+        data.test_features, data.test_labels, data.W, data.b, splits=splits, k=(1, 5)
+    )
+    assert got.hit_counts["accuracy"] == want.hit_counts["accuracy"]
+    assert got.accuracy == want.accuracy
+    np.testing.assert_array_equal(got.hit_counts["per_class"][5], want.hit_counts["per_class"][5])
+    np.testing.assert_array_equal(got.per_class[1], want.per_class[1])

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from alphanet_fast._validation import positive_int
+from alphanet_fast.settings import FEW_BELOW, MANY_ABOVE
 
 __all__ = ["LongTailData", "PROFILES", "make_long_tail", "long_tail_counts"]
 
@@ -128,8 +129,8 @@ def long_tail_counts(
     max_count: int,
     min_count: int,
     total: int | None = None,
-    few_below: int = 20,
-    many_above: int = 100,
+    few_below: int = FEW_BELOW,
+    many_above: int = MANY_ABOVE,
 ) -> np.ndarray:
     """Descending per-class training counts with exactly the requested split sizes.
 
