@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,32 @@ def _check_network_size(n_few: int, d: int, settings: Settings) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What the training stage reads: the checked data and settings, and the run's
+    device, stopwatch and memory budgets."""
+
+    x: Any
+    y: np.ndarray
+    W: np.ndarray
+    bias: np.ndarray
+    splits: Splits
+    settings: Settings
+    dev: torch.device
+    watch: Stopwatch
+    budgets: Budgets
+
+
+def _check_trainable(splits: Splits, d: int, settings: Settings) -> None:
+    """Base classes to borrow from, and a network that fits in memory."""
+    if splits.base.size == 0:
+        raise ValueError(
+            f"labels: every class has fewer than few_below={settings.few_below} training "
+            "samples; AlphaNet needs base (medium or many) classes to borrow from"
+        )
+    _check_network_size(splits.few.size, d, settings)
+
+
 def _config(settings: Settings, dev: torch.device, neighbors: Any, val: Any) -> dict:
     config = settings.to_dict()
     config["metric"] = settings.metric if neighbors is None else "given"
@@ -152,24 +179,17 @@ def _unchanged(W_arr, bias, splits, counts, config, k, t_start) -> AlphaNetResul
 
 
 def _train(
-    x: Any,
-    y: np.ndarray,
-    W_arr: np.ndarray,
-    bias: np.ndarray,
-    splits: Splits,
+    run: _Run,
     nb: Neighbors,
-    settings: Settings,
     *,
     val: tuple[Any, np.ndarray] | None,
-    dev: torch.device,
     rng: np.random.Generator,
     show: bool,
-    watch: Stopwatch,
-    budgets: Budgets,
 ) -> tuple[np.ndarray, int, list[dict]]:
     """Draw the epochs, score what never changes, and train: the kept coefficients
     (F, k), the kept epoch and the history."""
-    s, few = settings, splits.few.copy()  # a copy: torch.from_numpy warns on read-only
+    x, y, splits, dev, watch, budgets = run.x, run.y, run.splits, run.dev, run.watch, run.budgets
+    s, few = run.settings, splits.few.copy()  # a copy: torch.from_numpy warns on read-only
     few_index = np.full(splits.n_classes, -1, dtype=np.int64)
     few_index[few] = np.arange(few.size)
     few_rows = np.flatnonzero(few_index[y] >= 0)
@@ -182,8 +202,8 @@ def _train(
         # A batch larger than an epoch is the whole epoch: the same steps, no larger buffers.
         batch_size = min(s.batch_size, order.shape[1])
         source_classes = np.unique(np.concatenate([few, nb.classes.ravel()]))
-        W_t = weights_tensor(W_arr, dev)
-        b_t = torch.from_numpy(bias.astype(np.float32)).to(dev)
+        W_t = weights_tensor(run.W, dev)
+        b_t = torch.from_numpy(run.bias.astype(np.float32)).to(dev)
         few_t = torch.from_numpy(few).to(dev)
         nb_t = torch.tensor(nb.classes, dtype=torch.int64, device=dev)
         frozen = scoring.enter_context(
@@ -392,26 +412,10 @@ def correct(
     """
     t_start = time.perf_counter()
     budgets = Budgets() if _budgets is None else _budgets
+    knobs = {name: value for name, value in locals().items() if name in _D}
     W_arr, x, y, bias = _check_data(features, labels, W, b)
     n_classes, d = W_arr.shape
-    settings = Settings(
-        k=k,
-        metric=metric,
-        rho=rho,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        lr_step=lr_step,
-        lr_gamma=lr_gamma,
-        hidden=hidden,
-        few_below=few_below,
-        many_above=many_above,
-        score_scale=score_scale,
-        min_epochs=min_epochs,
-        device=device,
-        seed=seed,
-    )
+    settings = Settings(**knobs)  # checked in the order of its fields
     show = _show_progress(progress)
     dev = _device(settings.device)
     val = None if val is None else _val_pair(val, d, n_classes)
@@ -428,17 +432,11 @@ def correct(
             stacklevel=2,
         )
         return _unchanged(W_arr, bias, splits, counts, config, settings.k, t_start)
-    if splits.base.size == 0:
-        raise ValueError(
-            f"labels: every class has fewer than few_below={few_below} training samples; "
-            "AlphaNet needs base (medium or many) classes to borrow from"
-        )
-    _check_network_size(splits.few.size, d, settings)
+    _check_trainable(splits, d, settings)
     watch = Stopwatch(dev)
     watch.seconds["checks"] = time.perf_counter() - t_start
-    sample_rng, neighbor_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(settings.seed).spawn(2)
-    )
+    seeds = np.random.SeedSequence(settings.seed).spawn(2)
+    sample_rng, neighbor_rng = (np.random.default_rng(s) for s in seeds)
     nb = choose_neighbors(
         x,
         y,
@@ -451,21 +449,8 @@ def correct(
     )
     if not np.isin(y, splits.few).any():
         raise ValueError("labels: no training sample belongs to a few class; nothing to train on")
-    best_alphas, best_epoch, history = _train(
-        x,
-        y,
-        W_arr,
-        bias,
-        splits,
-        nb,
-        settings,
-        val=val,
-        dev=dev,
-        rng=sample_rng,
-        show=show,
-        watch=watch,
-        budgets=budgets,
-    )
+    run = _Run(x, y, W_arr, bias, splits, settings, dev, watch, budgets)
+    best_alphas, best_epoch, history = _train(run, nb, val=val, rng=sample_rng, show=show)
     with watch.stage("final_update"):
         alphas = np.hstack([np.ones((splits.few.size, 1)), best_alphas])
         W_new = combine(W_arr, splits.few, nb.classes, alphas)

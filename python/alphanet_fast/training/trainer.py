@@ -106,7 +106,15 @@ class FewNetwork:
         )
         self._pool = None
         if self.chunked and workers > 1:
-            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="alphanet-layer")
+            # Each piece must be the same single-threaded product on any worker: a new
+            # thread's OpenMP team size is not the caller's (it depends on whether the
+            # main thread had run a parallel region before torch.set_num_threads).
+            self._pool = ThreadPoolExecutor(
+                workers,
+                thread_name_prefix="alphanet-layer",
+                initializer=torch.set_num_threads,
+                initargs=(1,),
+            )
 
     def __enter__(self) -> FewNetwork:
         return self
