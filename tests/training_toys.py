@@ -1,10 +1,14 @@
-"""Small problems shared by the training tests."""
+"""Small problems and the naive reference shared by the training tests (and by
+``benches/test_bench_correct.py``, which loads this file by path)."""
 
 from __future__ import annotations
 
+import alphanet_fast as af
 import numpy as np
 import torch
 import torch.nn.functional as F
+from alphanet_fast.model import build_network
+from alphanet_fast.training.sampling import draw_epochs
 
 FAST = {"epochs": 6, "min_epochs": 2, "progress": False, "device": "cpu"}
 
@@ -37,3 +41,75 @@ def naive_loss(x, y, W, b, few, nb, alphas, scale):
     W_new = W.clone()
     W_new[few] = W[few] + torch.einsum("fk,fkd->fd", alphas, W[nb])
     return F.cross_entropy((x @ W_new.T + b) * scale, y)
+
+
+def naive_correct(
+    features,
+    labels,
+    W,
+    b,
+    *,
+    k=5,
+    rho=1.0,
+    epochs=25,
+    batch_size=64,
+    lr=1e-3,
+    weight_decay=0.01,
+    lr_step=10,
+    lr_gamma=0.1,
+    hidden=(32, 32, 32),
+    val=None,
+    min_epochs=5,
+    seed=0,
+):
+    """The method without any shortcut: each step forms W' and scores the batch against all
+    classes; validation scores every row against all of W'. Same draws and initial weights
+    as correct(), so the two must agree up to float rounding. (Also the peer of the benchmark.)
+    """
+    counts = np.bincount(labels, minlength=W.shape[0])
+    splits = af.splits_from_counts(counts)
+    few, base = splits.few.copy(), splits.base
+    means, _ = af.class_means(features, labels, W.shape[0])
+    idx, _ = af.nearest_neighbors(means[few], means[base], k)
+    nb = base[idx]
+    sample_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
+    few_rows = np.flatnonzero(np.isin(labels, few))
+    order = draw_epochs(labels, few_rows, splits, rho, epochs, sample_rng)
+    W_t = torch.tensor(W, dtype=torch.float32)
+    b_t = torch.tensor(b, dtype=torch.float32)
+    nb_t = torch.from_numpy(nb)
+    stacks = W_t[torch.from_numpy(np.column_stack([few, nb]))].reshape(few.size, -1)
+    net = build_network(stacks.shape[1], k, hidden, seed=seed, device=torch.device("cpu"))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=lr_gamma)
+
+    def corrected(alphas):
+        W_new = W_t.clone()
+        W_new[few] = W_t[few] + torch.einsum("fk,fkd->fd", alphas, W_t[nb_t])
+        return W_new
+
+    best, best_acc, losses = None, -1.0, []
+    for epoch in range(1, epochs + 1):
+        total = 0.0
+        for lo in range(0, order.shape[1], batch_size):
+            rows = order[epoch - 1, lo : lo + batch_size]
+            x = torch.tensor(np.asarray(features[rows]), dtype=torch.float32)
+            logits = x @ corrected(net(stacks)).T + b_t
+            loss = F.cross_entropy(logits, torch.from_numpy(labels[rows]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * rows.size
+        sched.step()
+        losses.append(total / order.shape[1])
+        with torch.no_grad():
+            alphas = net(stacks)
+            if val is None:
+                best = alphas.double().numpy().copy()
+                continue
+            vx = torch.tensor(np.asarray(val[0]), dtype=torch.float32)
+            pred = torch.argmax(vx @ corrected(alphas).T + b_t, dim=1).numpy()
+            acc = float(np.mean(pred == val[1]))
+            if epoch >= min(min_epochs, epochs) and acc > best_acc:
+                best, best_acc = alphas.double().numpy().copy(), acc
+    return np.hstack([np.ones((few.size, 1)), best]), losses
