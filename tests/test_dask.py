@@ -161,21 +161,22 @@ def test_correct_with_dask_features_equals_in_memory(client):
 def test_correct_with_dask_validation_recomputed_each_epoch(client):
     # Above the validation budget the validation rows are read again every epoch:
     # here block by block from the cluster.
-    from alphanet_fast.training import Budgets
+    from alphanet_fast.training import Budgets, using_budgets
 
     data = af.datasets.make_long_tail("small", seed=5)
-    kwargs = dict(epochs=3, progress=False, seed=2, _budgets=Budgets(val=0))
+    kwargs = dict(epochs=3, progress=False, seed=2)
     val = (data.val_features, data.val_labels)
-    want = af.correct(data.train_features, data.train_labels, data.W, data.b, val=val, **kwargs)
     dvx = da.from_array(data.val_features, chunks=(1500, -1))
-    got = afd.correct(
-        da.from_array(data.train_features, chunks=(4000, -1)),
-        data.train_labels,
-        data.W,
-        data.b,
-        val=(dvx, data.val_labels),
-        **kwargs,
-    )
+    with using_budgets(Budgets(val=0)):
+        want = af.correct(data.train_features, data.train_labels, data.W, data.b, val=val, **kwargs)
+        got = afd.correct(
+            da.from_array(data.train_features, chunks=(4000, -1)),
+            data.train_labels,
+            data.W,
+            data.b,
+            val=(dvx, data.val_labels),
+            **kwargs,
+        )
     assert [h["val_top1"] for h in got.history] == [h["val_top1"] for h in want.history]
     assert got.best_epoch == want.best_epoch
     np.testing.assert_allclose(got.alphas, want.alphas, rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ from alphanet_fast.training.sampling import (
     Budgets,
     step_bytes,
     table_row_bytes,
+    using_budgets,
 )
 from alphanet_fast.training.scoring import Feed, FrozenScores
 from alphanet_fast.training.trainer import sample_losses
@@ -123,7 +124,8 @@ def test_windowed_frozen_scores_give_the_same_result(long_tail_small, monkeypatc
     table_batch, gather_batch = _frozen_sizes(whole)
     seen["tables"].clear()
     budgets = Budgets(frozen=gather_batch + 3 * table_batch)
-    windowed = af.correct(*args, **kw, _budgets=budgets)
+    with using_budgets(budgets):
+        windowed = af.correct(*args, **kw)
     # More windows than epochs: at least one window boundary falls inside an epoch.
     assert len(seen["tables"]) > kw["epochs"]
     np.testing.assert_allclose(windowed.alphas, whole.alphas, rtol=1e-5, atol=1e-5)
@@ -149,7 +151,8 @@ def test_windowed_frozen_table_stays_within_the_budget(long_tail_small, monkeypa
         budget = gather_batch + batches * table_batch
         assert budget < up_front
         seen["feeds"].clear()
-        res = af.correct(*args, **kw, _budgets=Budgets(frozen=budget))
+        with using_budgets(Budgets(frozen=budget)):
+            res = af.correct(*args, **kw)
         (feed,) = seen["feeds"]
         assert feed["windows"] > 1
         # The table (sized for the largest window) and the gather buffers, all allocated.
@@ -170,7 +173,8 @@ def test_validation_recomputed_per_epoch_matches_the_frozen_table(long_tail_smal
         return few_best(self, *a)
 
     monkeypatch.setattr(FrozenScores, "few_best", counted)
-    streamed = af.correct(*args, **kw, _budgets=Budgets(val=0))
+    with using_budgets(Budgets(val=0)):
+        streamed = af.correct(*args, **kw)
     assert len(calls) == kw["epochs"]  # the few columns, once per epoch
     # Training does not depend on validation; the accuracies are the same counts.
     np.testing.assert_array_equal(streamed.alphas, frozen.alphas)

@@ -11,6 +11,7 @@ import torch
 from alphanet_fast.model import AlphaNetwork, ChunkedLinear, few_scores
 from alphanet_fast.training.sampling import (
     Budgets,
+    using_budgets,
 )
 from alphanet_fast.training.trainer import sample_losses
 from training_toys import FAST, naive_loss, toy, val_accuracy
@@ -100,7 +101,8 @@ def test_chunked_first_layer_in_correct_is_the_same_whatever_the_threads():
         for n in (1, 2, 3):
             torch.set_num_threads(n)
             # A zero budget: every network is "large".
-            runs.append(af.correct(x, y, W, b, **kw, _budgets=Budgets(chunked_layer=0)))
+            with using_budgets(Budgets(chunked_layer=0)):
+                runs.append(af.correct(x, y, W, b, **kw))
     finally:
         torch.set_num_threads(threads)
     for res in runs:

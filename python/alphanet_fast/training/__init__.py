@@ -13,7 +13,13 @@ The stages, in the order a run goes through them (ARCHITECTURE.md has the map):
 
 from alphanet_fast.settings import METRICS
 from alphanet_fast.training.correct import LOOP_THREADS, correct
-from alphanet_fast.training.sampling import Budgets, ClassBalancedSampler, class_balanced_rows
+from alphanet_fast.training.sampling import (
+    Budgets,
+    ClassBalancedSampler,
+    class_balanced_rows,
+    current_budgets,
+    using_budgets,
+)
 
 __all__ = [
     "METRICS",
@@ -22,10 +28,12 @@ __all__ = [
     "LOOP_THREADS",
     "class_balanced_rows",
     "correct",
+    "current_budgets",
+    "using_budgets",
 ]
 
 # The default memory bounds under their former names (read-only: a run takes its
-# bounds from ``correct(..., _budgets=Budgets(...))``, not from these).
+# bounds from ``with using_budgets(Budgets(...)): correct(...)``, not from these).
 FROZEN_BUDGET_BYTES = Budgets().frozen
 VAL_BUDGET_BYTES = Budgets().val
 CHUNKED_LAYER_BYTES = Budgets().chunked_layer

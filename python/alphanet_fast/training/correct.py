@@ -35,7 +35,12 @@ from alphanet_fast.neighbors import Neighbors, choose_neighbors
 from alphanet_fast.result import AlphaNetResult
 from alphanet_fast.settings import Settings
 from alphanet_fast.splits import Splits, splits_from_counts
-from alphanet_fast.training.sampling import Budgets, draw_epochs, memory_limit_bytes
+from alphanet_fast.training.sampling import (
+    Budgets,
+    current_budgets,
+    draw_epochs,
+    memory_limit_bytes,
+)
 from alphanet_fast.training.scoring import Feed, FrozenScores, weights_tensor
 from alphanet_fast.training.stopwatch import Stopwatch
 from alphanet_fast.training.trainer import (
@@ -288,7 +293,6 @@ def correct(
     seed: int = _D["seed"],
     progress: bool | None = None,
     neighbors: Any = None,
-    _budgets: Budgets | None = None,
 ) -> AlphaNetResult:
     """Correct a long-tailed classifier's rare-class weights with AlphaNet.
 
@@ -381,7 +385,8 @@ def correct(
     Memory: the frozen training quantities (per distinct drawn row ``4 x
     (n_source + 4)`` bytes, ``n_source`` = few classes and their neighbours,
     plus the buffers the steps gather into) are kept within
-    ``Budgets.frozen`` (96 MiB, see :class:`alphanet_fast.training.Budgets`).
+    ``Budgets.frozen`` (96 MiB, see :class:`alphanet_fast.training.Budgets` and
+    :func:`~alphanet_fast.training.using_budgets`).
     Larger problems run in windows of whole batches whose distinct rows are
     scored on entry; the samples, and so the result, are the same, but a row
     drawn in several windows is scored again (``timings["frozen_train"]`` is
@@ -411,7 +416,7 @@ def correct(
     (True, True)
     """
     t_start = time.perf_counter()
-    budgets = Budgets() if _budgets is None else _budgets
+    budgets = current_budgets()
     knobs = {name: value for name, value in locals().items() if name in _D}
     W_arr, x, y, bias = _check_data(features, labels, W, b)
     n_classes, d = W_arr.shape

@@ -12,6 +12,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +25,10 @@ __all__ = [
     "Budgets",
     "ClassBalancedSampler",
     "class_balanced_rows",
+    "current_budgets",
     "draw_epochs",
     "memory_limit_bytes",
+    "using_budgets",
     "windows",
 ]
 
@@ -33,9 +38,10 @@ class Budgets:
     """Memory bounds of one :func:`alphanet_fast.correct` run, in bytes.
 
     The defaults are what ``correct()`` uses; tests and callers that want the
-    bounded code paths on small data pass smaller ones (``correct(...,
-    _budgets=Budgets(frozen=300_000))``). The budgeted paths compute
-    the same quantities, only in pieces.
+    bounded code paths on small data run it under smaller ones (``with
+    using_budgets(Budgets(frozen=300_000)): correct(...)``), and the stages take
+    a ``Budgets`` argument. The budgeted paths compute the same quantities,
+    only in pieces.
 
     Attributes
     ----------
@@ -72,6 +78,40 @@ class Budgets:
     def block_rows(self, d: int, n_classes: int) -> int:
         """Rows per scoring block for ``d`` features and ``n_classes`` classes."""
         return max(64, self.block // (4 * (d + n_classes)))
+
+
+_BUDGETS: ContextVar[Budgets | None] = ContextVar("alphanet_fast_budgets", default=None)
+
+
+def current_budgets() -> Budgets:
+    """The budgets :func:`alphanet_fast.correct` runs under in this thread (or task)."""
+    active = _BUDGETS.get()
+    return Budgets() if active is None else active
+
+
+@contextmanager
+def using_budgets(budgets: Budgets) -> Iterator[Budgets]:
+    """Run the ``correct()`` calls of the ``with`` block under ``budgets``.
+
+    The setting belongs to the calling thread (a context variable): other
+    threads' runs keep theirs, and it is restored on leaving the block.
+
+    Examples
+    --------
+    >>> from alphanet_fast.training import Budgets, using_budgets, current_budgets
+    >>> with using_budgets(Budgets(val=0)):
+    ...     current_budgets().val
+    0
+    >>> current_budgets().val == Budgets().val
+    True
+    """
+    if not isinstance(budgets, Budgets):
+        raise TypeError(f"budgets: expected a Budgets, found {type(budgets).__name__}")
+    token = _BUDGETS.set(budgets)
+    try:
+        yield budgets
+    finally:
+        _BUDGETS.reset(token)
 
 
 def memory_limit_bytes() -> int:
