@@ -9,6 +9,12 @@ The stages, in the order a run goes through them (ARCHITECTURE.md has the map):
 * :mod:`.trainer`: the network's steps, validation, the kept epoch, the history;
 * :mod:`.correct`: :func:`correct` itself (check, split, choose neighbours,
   train, combine).
+
+Examples
+--------
+>>> from alphanet_fast.training import Budgets, correct
+>>> Budgets().frozen == 96 << 20, Budgets(val=0).val
+(True, 0)
 """
 
 from alphanet_fast.settings import METRICS
