@@ -51,8 +51,8 @@ class Budgets:
         log-sum-exp, target score, few index) plus the buffers the steps'
         chunks are gathered into. When every epoch's distinct rows fit, they are
         scored once up front; otherwise the steps run in windows of whole
-        batches, each window's rows scored on entry. At the iNaturalist-2018
-        shape (~8,000 source classes) a window holds ~2,800 rows.
+        batches, each window's rows scored on entry (benches/README.md has the
+        window size at the iNaturalist-2018 shape).
     val : int, default 128 MiB
         The frozen validation table (per row: scores against each few class and
         its neighbours). Above it, validation keeps each row's best base class

@@ -284,9 +284,8 @@ class Feed:
     and one chunk per epoch. A large one pays for its bound: a row drawn in several
     windows is scored in each of them. Few-split rows are drawn every epoch and
     base draws rarely repeat within an epoch, so scoring then costs about
-    ``epochs x n_per_epoch / n_distinct_rows`` times the up-front scoring: about 4x
-    at the iNaturalist-2018 shape (25 epochs of ~64K samples, ~380K distinct rows,
-    ~8,000 source classes), where one table would take 11 GiB.
+    ``epochs x n_per_epoch / n_distinct_rows`` times the up-front scoring (the
+    figure at the iNaturalist-2018 shape is in benches/README.md).
 
     Buffers are allocated once: windows and chunks of varying sizes, freed and
     reallocated, would stay in the allocator's arenas and inflate resident memory.
