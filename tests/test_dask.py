@@ -158,25 +158,47 @@ def test_correct_with_dask_features_equals_in_memory(client):
     np.testing.assert_allclose(got.W, want.W, rtol=1e-5, atol=1e-6)
 
 
-def test_correct_with_dask_validation_recomputed_each_epoch(client, monkeypatch):
+def test_correct_with_dask_validation_recomputed_each_epoch(client):
     # Above the validation budget the validation rows are read again every epoch:
     # here block by block from the cluster.
-    from alphanet_fast import training
+    from alphanet_fast.training import Budgets, using_budgets
 
-    monkeypatch.setattr(training, "VAL_BUDGET_BYTES", 0)
     data = af.datasets.make_long_tail("small", seed=5)
     kwargs = dict(epochs=3, progress=False, seed=2)
     val = (data.val_features, data.val_labels)
-    want = af.correct(data.train_features, data.train_labels, data.W, data.b, val=val, **kwargs)
     dvx = da.from_array(data.val_features, chunks=(1500, -1))
-    got = afd.correct(
-        da.from_array(data.train_features, chunks=(4000, -1)),
-        data.train_labels,
-        data.W,
-        data.b,
-        val=(dvx, data.val_labels),
-        **kwargs,
-    )
+    with using_budgets(Budgets(val=0)):
+        want = af.correct(data.train_features, data.train_labels, data.W, data.b, val=val, **kwargs)
+        got = afd.correct(
+            da.from_array(data.train_features, chunks=(4000, -1)),
+            data.train_labels,
+            data.W,
+            data.b,
+            val=(dvx, data.val_labels),
+            **kwargs,
+        )
     assert [h["val_top1"] for h in got.history] == [h["val_top1"] for h in want.history]
     assert got.best_epoch == want.best_epoch
     np.testing.assert_allclose(got.alphas, want.alphas, rtol=1e-5, atol=1e-6)
+
+
+def test_an_empty_dask_array_is_a_named_error():
+    empty = da.zeros((0, 4), chunks=(10, 4))
+    with pytest.raises(ValueError, match="features: the dask array has no rows"):
+        afd.class_means(empty, np.zeros(0, dtype=np.int64))
+    with pytest.raises(ValueError, match="features: the dask array has no rows"):
+        afd.topk_scores(empty, np.ones((3, 4), np.float32))
+
+
+def test_merged_evaluation_keeps_integer_hit_counts():
+    data = af.datasets.make_long_tail("small", seed=6)
+    splits = af.splits_from_counts(np.bincount(data.train_labels))
+    x = da.from_array(data.test_features, chunks=(777, -1))
+    got = afd.evaluate(x, data.test_labels, data.W, data.b, splits=splits, k=(1, 5))
+    want = af.evaluate(
+        data.test_features, data.test_labels, data.W, data.b, splits=splits, k=(1, 5)
+    )
+    assert got.hit_counts["accuracy"] == want.hit_counts["accuracy"]
+    assert got.accuracy == want.accuracy
+    np.testing.assert_array_equal(got.hit_counts["per_class"][5], want.hit_counts["per_class"][5])
+    np.testing.assert_array_equal(got.per_class[1], want.per_class[1])

@@ -18,9 +18,13 @@ MODULES = [
     "alphanet_fast.evaluation",
     "alphanet_fast.kernels",
     "alphanet_fast.model",
+    "alphanet_fast.neighbors",
     "alphanet_fast.result",
+    "alphanet_fast.settings",
     "alphanet_fast.splits",
     "alphanet_fast.training",
+    "alphanet_fast.training.correct",
+    "alphanet_fast.training.sampling",
 ]
 
 

@@ -96,6 +96,8 @@ def _row_blocks(
         raise TypeError(f"features: expected a dask array, found {type(features).__name__}")
     if features.ndim != 2:
         raise ValueError(f"features: expected a 2-d array, found shape {features.shape}")
+    if features.shape[0] == 0:
+        raise ValueError(f"features: the dask array has no rows (shape {features.shape})")
     x = features.rechunk({1: -1}) if len(features.chunks[1]) > 1 else features
     block = _core.TOPK_ROW_BLOCK
     if align and any(c % block for c in x.chunks[0][:-1]):
@@ -183,6 +185,9 @@ def class_means(features: Any, labels: Any, n_classes: int | None = None):
            [4., 5.]])
     """
     sums, counts = class_sums(features, labels, n_classes)
+    if features.dtype in (np.float32, np.float64):
+        # The kernels' own division: the same means as the in-memory path.
+        return _core.means_from_sums(sums, counts, features.dtype == np.float64), counts
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / counts[:, None]
     means[counts == 0] = np.nan
@@ -243,40 +248,45 @@ def _evaluate_chunk(x: np.ndarray, y: np.ndarray, W: Any, b: Any, kwargs: dict) 
 
 
 def _merge_reports(reports: list) -> Any:
-    """One report from reports of disjoint chunks of rows, by summing hit counts."""
+    """One report from reports of disjoint chunks of rows, by summing integer hit counts."""
     from alphanet_fast.evaluation import EvaluationReport
 
     first = reports[0]
     n_samples = {s: sum(r.n_samples[s] for r in reports) for s in first.n_samples}
     class_counts = np.sum([r.class_counts for r in reports], axis=0)
+    hits = {
+        "accuracy": {},
+        "per_class": {},
+        "group_accuracy": {} if first.group_accuracy is not None else None,
+    }
 
-    def merged(get) -> dict[int, dict[str, float]]:
-        out: dict[int, dict[str, float]] = {}
-        for kk in first.ks:
-            out[kk] = {}
-            for s in first.n_samples:
-                hits = sum(round(get(r)[kk][s] * r.n_samples[s]) for r in reports if r.n_samples[s])
-                out[kk][s] = hits / n_samples[s] if n_samples[s] else float("nan")
-        return out
+    def fractions(kind: str, kk: int) -> dict[str, float]:
+        total = {s: sum(r.hit_counts[kind][kk][s] for r in reports) for s in n_samples}
+        hits[kind][kk] = total
+        return {s: total[s] / n if (n := n_samples[s]) else float("nan") for s in n_samples}
 
-    per_class = {}
+    accuracy, per_class, group_accuracy = {}, {}, {}
     for kk in first.ks:
-        hits = np.sum([np.nan_to_num(r.per_class[kk] * r.class_counts) for r in reports], axis=0)
+        accuracy[kk] = fractions("accuracy", kk)
+        hits["per_class"][kk] = np.sum([r.hit_counts["per_class"][kk] for r in reports], axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            per_class[kk] = np.round(hits) / class_counts
+            per_class[kk] = hits["per_class"][kk] / class_counts
+        if first.group_accuracy is not None:
+            group_accuracy[kk] = fractions("group_accuracy", kk)
     few_errors = None
     if first.few_errors is not None:
         few_errors = {o: sum(r.few_errors[o] for r in reports) for o in first.few_errors}
     return EvaluationReport(
         ks=first.ks,
         n_classes=first.n_classes,
-        accuracy=merged(lambda r: r.accuracy),
+        accuracy=accuracy,
         n_samples=n_samples,
         per_class=per_class,
         class_counts=class_counts,
         split_of=first.split_of,
         few_errors=few_errors,
-        group_accuracy=None if first.group_accuracy is None else merged(lambda r: r.group_accuracy),
+        group_accuracy=group_accuracy if first.group_accuracy is not None else None,
+        hit_counts=hits,
     )
 
 

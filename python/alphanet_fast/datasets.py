@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from alphanet_fast._validation import positive_int
+from alphanet_fast.settings import FEW_BELOW, MANY_ABOVE
 
 __all__ = ["LongTailData", "PROFILES", "make_long_tail", "long_tail_counts"]
 
@@ -128,8 +129,8 @@ def long_tail_counts(
     max_count: int,
     min_count: int,
     total: int | None = None,
-    few_below: int = 20,
-    many_above: int = 100,
+    few_below: int = FEW_BELOW,
+    many_above: int = MANY_ABOVE,
 ) -> np.ndarray:
     """Descending per-class training counts with exactly the requested split sizes.
 
@@ -307,35 +308,12 @@ def make_long_tail(
     if n_classes < 3:
         raise ValueError(f"n_classes: expected at least 3 (one per split), found {n_classes}")
 
-    frac_many, frac_medium, _ = p["split_fractions"]
-    n_many = max(1, round(frac_many * n_classes))
-    n_medium = max(1, round(frac_medium * n_classes))
-    n_few = max(1, n_classes - n_many - n_medium)
-    n_many = n_classes - n_medium - n_few
-    total = p["total"] if n_classes == p["n_classes"] else None
-    sorted_counts = long_tail_counts(
-        n_many, n_medium, n_few, max_count=p["max_count"], min_count=p["min_count"], total=total
-    )
-
+    sorted_counts = _profile_counts(p, n_classes)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x10E7A11]))
     counts = sorted_counts[rng.permutation(n_classes)]  # deal the tail out across groups
     groups = np.arange(n_classes, dtype=np.int64) // group_size
     n_groups = int(groups[-1]) + 1
-
-    # Geometry in the latent space: pairwise distances between group centres are
-    # about `between_group`; within a group about a per-group value in `within_group`.
-    r = min(p["latent_dim"], dim)
-    group_centres = rng.standard_normal((n_groups, r)) * (p["between_group"] / math.sqrt(2 * r))
-    lo_w, hi_w = p["within_group"]
-    within = rng.uniform(lo_w, hi_w, size=n_groups)
-    offsets = rng.standard_normal((n_classes, r)) * (within[groups] / math.sqrt(2 * r))[:, None]
-    centres = (group_centres[groups] + offsets).astype(np.float32)
-    if r < dim:
-        # Orthonormal rows: latent coordinates of a feature are exactly x @ basis.T.
-        basis = np.linalg.qr(rng.standard_normal((dim, r)))[0].T.astype(np.float32)
-    else:
-        basis = None
-    centres_full = centres if basis is None else centres @ basis
+    centres_full, basis = _class_centres(p, rng, groups, dim)
 
     def sample(labels: np.ndarray) -> np.ndarray:
         out = np.empty((labels.size, dim), dtype=np.float32)
@@ -382,6 +360,43 @@ def make_long_tail(
         profile=profile,
         seed=int(seed),
     )
+
+
+def _profile_counts(p: dict, n_classes: int) -> np.ndarray:
+    """The profile's descending training counts for ``n_classes`` classes."""
+    frac_many, frac_medium, _ = p["split_fractions"]
+    n_many = max(1, round(frac_many * n_classes))
+    n_medium = max(1, round(frac_medium * n_classes))
+    n_few = max(1, n_classes - n_many - n_medium)
+    n_many = n_classes - n_medium - n_few
+    total = p["total"] if n_classes == p["n_classes"] else None
+    return long_tail_counts(
+        n_many, n_medium, n_few, max_count=p["max_count"], min_count=p["min_count"], total=total
+    )
+
+
+def _class_centres(
+    p: dict, rng: np.random.Generator, groups: np.ndarray, dim: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class centres in feature space, and the (r, dim) basis of the latent space
+    (None when the latent space is the feature space).
+
+    Pairwise distances between group centres are about ``between_group``; within
+    a group about a per-group value in ``within_group``.
+    """
+    n_classes, n_groups = groups.size, int(groups[-1]) + 1
+    r = min(p["latent_dim"], dim)
+    group_centres = rng.standard_normal((n_groups, r)) * (p["between_group"] / math.sqrt(2 * r))
+    lo_w, hi_w = p["within_group"]
+    within = rng.uniform(lo_w, hi_w, size=n_groups)
+    offsets = rng.standard_normal((n_classes, r)) * (within[groups] / math.sqrt(2 * r))[:, None]
+    centres = (group_centres[groups] + offsets).astype(np.float32)
+    if r < dim:
+        # Orthonormal rows: latent coordinates of a feature are exactly x @ basis.T.
+        basis = np.linalg.qr(rng.standard_normal((dim, r)))[0].T.astype(np.float32)
+    else:
+        basis = None
+    return (centres if basis is None else centres @ basis), basis
 
 
 def _nonneg(value: int | None, default: int, name: str) -> int:

@@ -64,6 +64,11 @@ class EvaluationReport:
         ``"correct"``, wrong as one of the true class's nearest base classes
         (``"neighbor"``), or wrong as any ``"other"`` class; see
         :meth:`few_error_shares`.
+    hit_counts : dict or None
+        The integer counts behind the accuracies: ``hit_counts["accuracy"][k][split]``,
+        ``hit_counts["per_class"][k]`` (int64 per class) and
+        ``hit_counts["group_accuracy"][k][split]``; reports of disjoint rows merge
+        exactly by summing them (see :mod:`alphanet_fast.dask`).
     group_accuracy : dict or None
         With groups: ``group_accuracy[k][split]``, a prediction counted right
         when its class is in the true class's group.
@@ -78,6 +83,7 @@ class EvaluationReport:
     split_of: np.ndarray = field(repr=False)
     few_errors: dict[str, int] | None = None
     group_accuracy: dict[int, dict[str, float]] | None = None
+    hit_counts: dict[str, Any] | None = field(default=None, repr=False)
 
     def few_error_shares(self) -> dict[str, float] | None:
         """Shares (summing to 1) of few-split samples per outcome, or None without neighbours."""
@@ -329,14 +335,23 @@ def evaluate(
     accuracy: dict[int, dict[str, float]] = {}
     per_class: dict[int, np.ndarray] = {}
     group_accuracy: dict[int, dict[str, float]] = {}
+    hit_counts: dict[str, Any] = {"accuracy": {}, "per_class": {}, "group_accuracy": {}}
+
+    def split_hits(hit: np.ndarray) -> dict[str, int]:
+        return {s: int(np.count_nonzero(hit[m])) for s, m in masks.items()}
+
     for kk in ks:
         hit = (top[:, :kk] == y[:, None]).any(axis=1)
         accuracy[kk] = split_means(hit)
+        hit_counts["accuracy"][kk] = split_hits(hit)
+        class_hits = np.bincount(y, weights=hit, minlength=n_classes)
+        hit_counts["per_class"][kk] = class_hits.astype(np.int64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            per_class[kk] = np.bincount(y, weights=hit, minlength=n_classes) / class_counts
+            per_class[kk] = class_hits / class_counts
         if group_ids is not None:
             ghit = (group_ids[top[:, :kk]] == group_ids[y][:, None]).any(axis=1)
             group_accuracy[kk] = split_means(ghit)
+            hit_counts["group_accuracy"][kk] = split_hits(ghit)
 
     few_errors = None
     if nb_arrays is not None:
@@ -352,6 +367,7 @@ def evaluate(
         split_of=split_of,
         few_errors=few_errors,
         group_accuracy=group_accuracy if group_ids is not None else None,
+        hit_counts=hit_counts,
     )
 
 

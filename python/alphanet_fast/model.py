@@ -1,4 +1,4 @@
-"""The AlphaNet network (DESIGN §1.4) and the corrected few-class scores it induces (§2)."""
+"""The AlphaNet network and the corrected few-class scores it induces (ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def few_scores(
     few_bias: torch.Tensor,
     score_scale: float,
 ) -> torch.Tensor:
-    """Corrected few-class scores from frozen source scores (DESIGN §2).
+    """Corrected few-class scores from frozen source scores (the exact shortcut).
 
     ``x · w'_f + b_f = x · W_f + sum_i ã_f,i (x · W_ni) + b_f``, times the score
     scale: linear in ``ã``, so no corrected weight vector is ever formed and a

@@ -1,4 +1,8 @@
-"""Few / medium / many splits of the classes by their training counts (DESIGN §1.1)."""
+"""Few / medium / many splits of the classes by their training counts.
+
+The thresholds' defaults are :data:`alphanet_fast.settings.FEW_BELOW` and
+:data:`~alphanet_fast.settings.MANY_ABOVE`, written nowhere else.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from alphanet_fast._validation import int_array
+from alphanet_fast.settings import FEW_BELOW, MANY_ABOVE, check_count
 
 __all__ = ["SPLIT_NAMES", "Splits", "splits_from_counts"]
 
@@ -111,15 +116,9 @@ class Splits:
         )
 
 
-def _count_threshold(value: Any, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer, found {type(value).__name__} {value!r}")
-    if value < 0:
-        raise ValueError(f"{name}: expected a non-negative integer, found {value}")
-    return int(value)
-
-
-def splits_from_counts(counts: Any, *, few_below: int = 20, many_above: int = 100) -> Splits:
+def splits_from_counts(
+    counts: Any, *, few_below: int = FEW_BELOW, many_above: int = MANY_ABOVE
+) -> Splits:
     """Split classes by training count: few if ``n_c < few_below``, many if ``n_c > many_above``.
 
     Parameters
@@ -154,8 +153,8 @@ def splits_from_counts(counts: Any, *, few_below: int = 20, many_above: int = 10
     if negative.size:
         i = int(negative[0])
         raise ValueError(f"counts: entry {i} is {n[i]}, counts must be non-negative")
-    few_below = _count_threshold(few_below, "few_below")
-    many_above = _count_threshold(many_above, "many_above")
+    few_below = check_count(few_below, "few_below")
+    many_above = check_count(many_above, "many_above")
     if few_below > many_above + 1:
         raise ValueError(
             f"few_below: expected at most many_above + 1 = {many_above + 1} so that no class is "

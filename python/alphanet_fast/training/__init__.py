@@ -1,0 +1,46 @@
+"""AlphaNet training: :func:`correct` and the stages it is made of.
+
+The stages, in the order a run goes through them (ARCHITECTURE.md has the map):
+
+* :mod:`.sampling`: the memory :class:`Budgets`, class-balanced draws
+  (:func:`class_balanced_rows`) and every epoch's samples, cut into windows;
+* :mod:`.scoring`: the scores against the original weights, computed once
+  (:class:`~.scoring.FrozenScores`) and fed to the steps (:class:`~.scoring.Feed`);
+* :mod:`.trainer`: the network's steps, validation, the kept epoch, the history;
+* :mod:`.correct`: :func:`correct` itself (check, split, choose neighbours,
+  train, combine).
+
+Examples
+--------
+>>> from alphanet_fast.training import Budgets, correct
+>>> Budgets().frozen == 96 << 20, Budgets(val=0).val
+(True, 0)
+"""
+
+from alphanet_fast.settings import METRICS
+from alphanet_fast.training.correct import LOOP_THREADS, correct
+from alphanet_fast.training.sampling import (
+    Budgets,
+    ClassBalancedSampler,
+    class_balanced_rows,
+    current_budgets,
+    using_budgets,
+)
+
+__all__ = [
+    "METRICS",
+    "Budgets",
+    "ClassBalancedSampler",
+    "LOOP_THREADS",
+    "class_balanced_rows",
+    "correct",
+    "current_budgets",
+    "using_budgets",
+]
+
+# The default memory bounds under their former names (read-only: a run takes its
+# bounds from ``with using_budgets(Budgets(...)): correct(...)``, not from these).
+FROZEN_BUDGET_BYTES = Budgets().frozen
+VAL_BUDGET_BYTES = Budgets().val
+CHUNKED_LAYER_BYTES = Budgets().chunked_layer
+BLOCK_BYTES = Budgets().block

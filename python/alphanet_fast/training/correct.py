@@ -1,0 +1,476 @@
+"""AlphaNet's one entry point, :func:`correct`: check, split, choose neighbours, train,
+combine. Each stage lives in its own module (see ARCHITECTURE.md):
+
+* the checks of the knobs are :class:`~alphanet_fast.settings.Settings`';
+* neighbours: :func:`alphanet_fast.neighbors.choose_neighbors`;
+* the epochs' draws and memory bounds: :mod:`.sampling`;
+* the frozen scores the steps read: :mod:`.scoring`;
+* the steps, validation and the kept epoch: :mod:`.trainer`;
+* the final update ``W_f + sum_i a_f,i W_ni``: the Rust kernel :func:`~alphanet_fast.combine`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from alphanet_fast._rows import RowSource
+from alphanet_fast._validation import (
+    float_dtype_of,
+    float_matrix,
+    float_vector,
+    labels_array,
+    require_finite,
+)
+from alphanet_fast.kernels import combine
+from alphanet_fast.neighbors import Neighbors, choose_neighbors
+from alphanet_fast.result import AlphaNetResult
+from alphanet_fast.settings import Settings
+from alphanet_fast.splits import Splits, splits_from_counts
+from alphanet_fast.training.sampling import (
+    Budgets,
+    current_budgets,
+    draw_epochs,
+    memory_limit_bytes,
+)
+from alphanet_fast.training.scoring import Feed, FrozenScores, weights_tensor
+from alphanet_fast.training.stopwatch import Stopwatch
+from alphanet_fast.training.trainer import (
+    FewNetwork,
+    Validator,
+    make_optimizer,
+    torch_settings,
+    train,
+)
+
+__all__ = ["LOOP_THREADS", "correct"]
+
+# Torch's intra-op threads wait for each other at every op: when another process
+# holds a core, a 2-thread op stalls until the descheduled thread runs (see
+# benches/README.md for the measurement). So torch runs on one thread here, and the
+# one-off scoring spreads blocks of rows over `torch.get_num_threads()` Python
+# workers that each take the next block when free, which a busy core cannot stall.
+LOOP_THREADS = 1
+
+_D = Settings.defaults()
+
+
+def _device(device: Any) -> torch.device:
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}"
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but torch sees no CUDA device")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected a cpu or cuda device, found {device!r}")
+    return dev
+
+
+def _show_progress(progress: Any) -> bool:
+    if progress is None:
+        stream = sys.stderr
+        return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress: expected None, True or False, found {progress!r}")
+    return bool(progress)
+
+
+def _val_pair(val: Any, d: int, n_classes: int) -> tuple[Any, np.ndarray]:
+    if not isinstance(val, (tuple, list)) or len(val) != 2:
+        raise TypeError(f"val: expected a (features, labels) pair, found {type(val).__name__}")
+    vx = val[0] if isinstance(val[0], RowSource) else float_matrix(val[0], "val[0] (features)")
+    if vx.shape[1] != d:
+        raise ValueError(f"val[0] (features): expected {d} columns (as W), found shape {vx.shape}")
+    vy, _ = labels_array(val[1], "val[1] (labels)", n_rows=vx.shape[0], n_classes=n_classes)
+    return vx, vy
+
+
+def _check_data(features: Any, labels: Any, W: Any, b: Any):
+    """The checked arrays: ``W``, the features (a RowSource is kept), labels, bias."""
+    W_arr = float_matrix(W, "W")
+    n_classes, d = W_arr.shape
+    # A RowSource (Dask features) is read only through class_means and row gathers.
+    x = features if isinstance(features, RowSource) else float_matrix(features, "features")
+    if x.shape[1] != d:
+        raise ValueError(f"features: expected {d} columns (as W), found shape {x.shape}")
+    y, _ = labels_array(labels, "labels", n_rows=x.shape[0], n_classes=n_classes)
+    require_finite(W_arr, "W")
+    if b is None:
+        bias = np.zeros(n_classes, dtype=W_arr.dtype)
+    else:
+        bias = float_vector(b, "b", length=n_classes, dtype=float_dtype_of(b, "b")).copy()
+        require_finite(bias, "b")
+    return W_arr, x, y, bias
+
+
+def _check_network_size(n_few: int, d: int, settings: Settings) -> None:
+    """Refuse a network whose parameters, gradients and optimizer state (4 float32
+    copies) could not fit in the machine's memory, before torch tries."""
+    widths = [(settings.k + 1) * d, *settings.hidden, settings.k]
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    widest = max(widths[1:])
+    need = 4 * (4 * params + 4 * n_few * widest * len(widths))
+    if need > memory_limit_bytes():
+        raise ValueError(
+            f"hidden: a network of widths {tuple(settings.hidden)} on {widths[0]:,} inputs "
+            f"would need {need / 2**30:,.1f} GiB for its parameters, gradients and "
+            f"optimizer state, more than this machine's {memory_limit_bytes() / 2**30:,.1f} GiB"
+        )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the training stage reads: the checked data and settings, and the run's
+    device, stopwatch and memory budgets."""
+
+    x: Any
+    y: np.ndarray
+    W: np.ndarray
+    bias: np.ndarray
+    splits: Splits
+    settings: Settings
+    dev: torch.device
+    watch: Stopwatch
+    budgets: Budgets
+
+
+def _check_trainable(splits: Splits, d: int, settings: Settings) -> None:
+    """Base classes to borrow from, and a network that fits in memory."""
+    if splits.base.size == 0:
+        raise ValueError(
+            f"labels: every class has fewer than few_below={settings.few_below} training "
+            "samples; AlphaNet needs base (medium or many) classes to borrow from"
+        )
+    _check_network_size(splits.few.size, d, settings)
+
+
+def _config(settings: Settings, dev: torch.device, neighbors: Any, val: Any) -> dict:
+    config = settings.to_dict()
+    config["metric"] = settings.metric if neighbors is None else "given"
+    config["device"] = str(dev)
+    config["user_neighbors"] = neighbors is not None
+    config["validation"] = val is not None
+    config["loop_threads"] = LOOP_THREADS if dev.type == "cpu" else None
+    return config
+
+
+def _unchanged(W_arr, bias, splits, counts, config, k, t_start) -> AlphaNetResult:
+    few = splits.few
+    return AlphaNetResult(
+        W=np.array(W_arr, order="C", copy=True),
+        b=bias,
+        alphas=np.zeros((0, k + 1)),
+        few_classes=few.copy(),
+        neighbors=np.zeros((0, k), dtype=np.int64),
+        neighbor_distances=np.zeros((0, k)),
+        splits=splits,
+        counts=counts,
+        config=config,
+        timings={"total": time.perf_counter() - t_start},
+    )
+
+
+def _train(
+    run: _Run,
+    nb: Neighbors,
+    *,
+    val: tuple[Any, np.ndarray] | None,
+    rng: np.random.Generator,
+    show: bool,
+) -> tuple[np.ndarray, int, list[dict]]:
+    """Draw the epochs, score what never changes, and train: the kept coefficients
+    (F, k), the kept epoch and the history."""
+    x, y, splits, dev, watch, budgets = run.x, run.y, run.splits, run.dev, run.watch, run.budgets
+    s, few = run.settings, splits.few.copy()  # a copy: torch.from_numpy warns on read-only
+    few_index = np.full(splits.n_classes, -1, dtype=np.int64)
+    few_index[few] = np.arange(few.size)
+    few_rows = np.flatnonzero(few_index[y] >= 0)
+    workers = torch.get_num_threads() if dev.type == "cpu" else 1
+    with torch_settings(LOOP_THREADS, dev), ExitStack() as threads:
+        # The scoring workers may go early (scoring.close()); the network's stay.
+        scoring = threads.enter_context(ExitStack())
+        with watch.stage("sampling"):
+            order = draw_epochs(y, few_rows, splits, s.rho, s.epochs, rng)
+        # A batch larger than an epoch is the whole epoch: the same steps, no larger buffers.
+        batch_size = min(s.batch_size, order.shape[1])
+        source_classes = np.unique(np.concatenate([few, nb.classes.ravel()]))
+        W_t = weights_tensor(run.W, dev)
+        b_t = torch.from_numpy(run.bias.astype(np.float32)).to(dev)
+        few_t = torch.from_numpy(few).to(dev)
+        nb_t = torch.tensor(nb.classes, dtype=torch.int64, device=dev)
+        frozen = scoring.enter_context(
+            FrozenScores(
+                W_t,
+                b_t,
+                few_t,
+                nb_t,
+                torch.from_numpy(source_classes).to(dev),
+                s.score_scale,
+                workers,
+                budgets,
+            )
+        )
+        few_bias_t = b_t[few_t]
+        validator = None
+        if val is not None:
+            with watch.stage("frozen_val"):
+                validator = Validator(frozen, *val, splits, few_bias_t, budgets)
+        with watch.stage("sampling"):
+            own_cols = torch.from_numpy(np.searchsorted(source_classes, few)).to(dev)
+            nb_cols = torch.from_numpy(np.searchsorted(source_classes, nb.classes)).to(dev)
+            feed = Feed(
+                frozen,
+                x,
+                y,
+                few_index,
+                order,
+                batch_size,
+                own_cols,
+                nb_cols,
+                watch,
+                budgets.frozen,
+            )
+        feed.prepare()
+        if feed.n_windows == 1 and (validator is None or validator.table):
+            scoring.close()  # no more scoring: the workers and their buffers can go
+        del order
+        stacks = W_t[torch.cat([few_t[:, None], nb_t], dim=1)].reshape(few.size, -1)
+        del W_t
+        network = threads.enter_context(
+            FewNetwork(stacks, s.k, s.hidden, seed=s.seed, workers=workers, budgets=budgets)
+        )
+        optimizer = make_optimizer(network, s.lr, s.weight_decay, s.lr_step, s.lr_gamma)
+        return train(
+            feed,
+            network,
+            optimizer,
+            epochs=s.epochs,
+            batch_size=batch_size,
+            min_epochs=s.min_epochs,
+            few_bias_t=few_bias_t,
+            score_scale=s.score_scale,
+            validator=validator,
+            watch=watch,
+            show=show,
+        )
+
+
+def correct(
+    features: Any,
+    labels: Any,
+    W: Any,
+    b: Any = None,
+    *,
+    k: int = _D["k"],
+    metric: str = _D["metric"],
+    rho: float = _D["rho"],
+    epochs: int = _D["epochs"],
+    batch_size: int = _D["batch_size"],
+    lr: float = _D["lr"],
+    weight_decay: float = _D["weight_decay"],
+    lr_step: int = _D["lr_step"],
+    lr_gamma: float = _D["lr_gamma"],
+    hidden: Sequence[int] = _D["hidden"],
+    few_below: int = _D["few_below"],
+    many_above: int = _D["many_above"],
+    score_scale: float = _D["score_scale"],
+    val: tuple[Any, Any] | None = None,
+    min_epochs: int = _D["min_epochs"],
+    device: Any = _D["device"],
+    seed: int = _D["seed"],
+    progress: bool | None = None,
+    neighbors: Any = None,
+) -> AlphaNetResult:
+    """Correct a long-tailed classifier's rare-class weights with AlphaNet.
+
+    Each few class ``f`` (fewer than ``few_below`` training samples) gets the
+    weights ``w'_f = W_f + sum_i ã_f,i W_ni`` where ``n_1..n_k`` are its ``k``
+    nearest base classes by class-mean distance and ``ã_f`` comes from one
+    small network shared by all few classes, trained with softmax
+    cross-entropy over all classes on every few-class sample plus
+    ``round(rho * n_few_samples)`` class-balanced base samples per epoch.
+    Base-class weights and all biases are left as they are.
+
+    Parameters
+    ----------
+    features : array_like, shape (n, d)
+        Training features, float32 or float64, any memory order (memory maps
+        and strided views are read in place; only the rows sampled are copied).
+    labels : array_like of int, shape (n,)
+        Training labels in ``[0, C)``.
+    W : array_like, shape (C, d)
+        Classifier weights.
+    b : array_like, shape (C,), optional
+        Classifier biases; zeros when omitted.
+    k : int, default 5
+        Neighbours per few class.
+    metric : {"euclidean", "cosine", "random"}, default "euclidean"
+        Distance between class means, or ``"random"``: k distinct random base
+        classes per few class (the paper's control), drawn from ``seed``.
+    rho : float, default 1.0
+        Base samples per few sample in each epoch; smaller favours few classes.
+    epochs, batch_size : int, default 25, 64
+    lr, weight_decay : float, default 1e-3, 0.01
+        AdamW's learning rate and decoupled weight decay.
+    lr_step, lr_gamma : int, float, default 10, 0.1
+        StepLR: multiply the learning rate by ``lr_gamma`` every ``lr_step`` epochs.
+    hidden : sequence of int, default (32, 32, 32)
+        Hidden layer widths of the network.
+    few_below, many_above : int, default 20, 100
+        Split thresholds on training counts (see :func:`splits_from_counts`).
+    score_scale : float, default 1.0
+        Multiplies every score (the paper used 100 for tiny weight norms).
+    val : (features, labels), optional
+        Validation data; each epoch's top-1 accuracy per split is recorded and
+        the epoch with the best overall accuracy at or after ``min_epochs`` is
+        kept. Without it, the last epoch is kept.
+    min_epochs : int, default 5
+        First epoch eligible for selection (capped at ``epochs``).
+    device : str or torch.device, default "auto"
+        ``"auto"`` trains on CUDA when torch sees a GPU, else on the CPU.
+    seed : int, default 0
+        Seeds the network's initialisation, the sampling and random neighbours.
+        Same seed, same device: identical results.
+    progress : bool, optional
+        Show a tqdm bar over epochs. ``None``: only when stderr is a terminal.
+    neighbors : array_like of int, shape (F, k), optional
+        Your own neighbour classes (base class ids) for the few classes in
+        ascending class order. Needed for a few class without training samples.
+
+    Returns
+    -------
+    AlphaNetResult
+        ``W`` (few rows replaced, the input's dtype), ``b`` (unchanged copy),
+        ``alphas`` (F x (k+1), column 0 is 1), ``neighbors``, ``splits``,
+        ``history``, ``best_epoch``, ``config`` and ``timings`` (seconds per stage).
+
+    Raises
+    ------
+    TypeError
+        Arguments of the wrong type or dtype.
+    ValueError
+        Shapes that disagree (features/labels/W/b/val/neighbors), labels out of
+        ``[0, C)``, NaN or infinity (first bad row named), no base class, a few
+        class without training samples (and no ``neighbors``), ``k`` larger
+        than the number of base classes, bad hyperparameter values, a ``rho``
+        or ``hidden`` too large for the machine's memory, or training that
+        diverged (non-finite coefficients: lower ``lr`` or ``score_scale``).
+
+    Warns
+    -----
+    UserWarning
+        No class is few: the classifier is returned unchanged.
+
+    Notes
+    -----
+    Scores against the original weight rows never change (ARCHITECTURE.md,
+    "exact shortcuts"): the rows drawn in any epoch and the validation rows are
+    scored against ``W`` in blocks, once when they fit the budgets below, so a
+    step costs ``O(batch x F x (k+1))`` plus the network. ``result.timings`` has
+    the seconds per stage.
+
+    Memory: the frozen training quantities (per distinct drawn row ``4 x
+    (n_source + 4)`` bytes, ``n_source`` = few classes and their neighbours,
+    plus the buffers the steps gather into) are kept within
+    ``Budgets.frozen`` (96 MiB, see :class:`alphanet_fast.training.Budgets` and
+    :func:`~alphanet_fast.training.using_budgets`).
+    Larger problems run in windows of whole batches whose distinct rows are
+    scored on entry; the samples, and so the result, are the same, but a row
+    drawn in several windows is scored again (``timings["frozen_train"]`` is
+    the total). The validation rows' few and neighbour scores (``4 x F x
+    (k+1)`` bytes a row) are kept when they fit ``Budgets.val`` (128 MiB);
+    otherwise each epoch scores the validation rows against the corrected few
+    rows instead. A float32, C-ordered ``W`` is read in place; other dtypes or
+    orders are copied once as float32. A ``rho`` whose draws, or a ``hidden``
+    whose network, could not fit in the machine's physical memory is refused
+    before anything is allocated; a ``batch_size`` above an epoch's samples
+    trains on the whole epoch at once.
+
+    For the duration of the call, torch runs on one intra-op thread (on a
+    shared machine, multi-threaded small ops stall on descheduled threads;
+    the one-off scoring instead spreads blocks over ``torch.get_num_threads()``
+    Python workers) and float32 matmuls at full precision (no TF32); both
+    settings are restored afterwards. The global random generators of numpy
+    and torch are not touched.
+
+    Examples
+    --------
+    >>> import alphanet_fast as af
+    >>> data = af.datasets.make_long_tail("small", seed=0)
+    >>> res = af.correct(data.train_features, data.train_labels, data.W, data.b,
+    ...                  val=(data.val_features, data.val_labels), progress=False)
+    >>> res.W.shape == data.W.shape, bool((res.alphas[:, 0] == 1).all())
+    (True, True)
+    """
+    t_start = time.perf_counter()
+    budgets = current_budgets()
+    knobs = {name: value for name, value in locals().items() if name in _D}
+    W_arr, x, y, bias = _check_data(features, labels, W, b)
+    n_classes, d = W_arr.shape
+    settings = Settings(**knobs)  # checked in the order of its fields
+    show = _show_progress(progress)
+    dev = _device(settings.device)
+    val = None if val is None else _val_pair(val, d, n_classes)
+    counts = np.bincount(y, minlength=n_classes).astype(np.int64)
+    splits = splits_from_counts(
+        counts, few_below=settings.few_below, many_above=settings.many_above
+    )
+    config = _config(settings, dev, neighbors, val)
+    if splits.few.size == 0:
+        warnings.warn(
+            f"labels: no class has fewer than few_below={few_below} training samples; "
+            "nothing to correct, the classifier is returned unchanged",
+            UserWarning,
+            stacklevel=2,
+        )
+        return _unchanged(W_arr, bias, splits, counts, config, settings.k, t_start)
+    _check_trainable(splits, d, settings)
+    watch = Stopwatch(dev)
+    watch.seconds["checks"] = time.perf_counter() - t_start
+    seeds = np.random.SeedSequence(settings.seed).spawn(2)
+    sample_rng, neighbor_rng = (np.random.default_rng(s) for s in seeds)
+    nb = choose_neighbors(
+        x,
+        y,
+        splits,
+        settings.k,
+        metric=settings.metric,
+        given=neighbors,
+        rng=neighbor_rng,
+        stage=watch.stage,
+    )
+    if not np.isin(y, splits.few).any():
+        raise ValueError("labels: no training sample belongs to a few class; nothing to train on")
+    run = _Run(x, y, W_arr, bias, splits, settings, dev, watch, budgets)
+    best_alphas, best_epoch, history = _train(run, nb, val=val, rng=sample_rng, show=show)
+    with watch.stage("final_update"):
+        alphas = np.hstack([np.ones((splits.few.size, 1)), best_alphas])
+        W_new = combine(W_arr, splits.few, nb.classes, alphas)
+    watch.seconds["total"] = time.perf_counter() - t_start
+    return AlphaNetResult(
+        W=W_new,
+        b=bias,
+        alphas=alphas,
+        few_classes=splits.few.copy(),
+        neighbors=np.array(nb.classes, dtype=np.int64),  # a copy: it may be the caller's
+        neighbor_distances=nb.distances,
+        splits=splits,
+        counts=counts,
+        history=history,
+        best_epoch=best_epoch,
+        config=config,
+        timings=dict(watch.seconds),
+    )
