@@ -18,15 +18,11 @@ import torch
 
 
 def internals():
-    """The package's size constants these tests shrink: (module, name) pairs for the
-    memory-map chunk size, the scoring block size and the first layer's piecing bound."""
-    from alphanet_fast import _memory, training
+    """The package's size constant these tests shrink: (module, name) of the
+    memory-map chunk size."""
+    from alphanet_fast import _memory
 
-    return {
-        "chunk": (_memory, "CHUNK_BYTES"),
-        "block": (training, "BLOCK_BYTES"),
-        "layer": (training, "CHUNKED_LAYER_BYTES"),
-    }
+    return {"chunk": (_memory, "CHUNK_BYTES")}
 
 
 def shrink(monkeypatch, name, value):
@@ -101,10 +97,11 @@ def long_tail(seed=0, n_classes=30, d=16):
     return x, y, W, b, (vx, vy)
 
 
-def test_correct_is_bitwise_the_same_with_one_two_and_three_threads(monkeypatch):
+def test_correct_is_bitwise_the_same_with_one_two_and_three_threads():
+    from alphanet_fast.training import Budgets, using_budgets
+
     # Scoring in blocks of 64 rows (several per worker) and the first layer in pieces.
-    shrink(monkeypatch, "block", 1)
-    shrink(monkeypatch, "layer", 0)
+    budgets = Budgets(block=1, chunked_layer=0)
     x, y, W, b, val = long_tail()
     kwargs = dict(val=val, epochs=3, min_epochs=1, batch_size=32, progress=False, device="cpu")
     torch_threads, kernel_threads = torch.get_num_threads(), af.get_num_threads()
@@ -113,7 +110,8 @@ def test_correct_is_bitwise_the_same_with_one_two_and_three_threads(monkeypatch)
         for n in (1, 2, 3):
             torch.set_num_threads(n)
             af.set_num_threads(n)
-            results[n] = af.correct(x, y, W, b, **kwargs)
+            with using_budgets(budgets):
+                results[n] = af.correct(x, y, W, b, **kwargs)
     finally:
         torch.set_num_threads(torch_threads)
         af.set_num_threads(kernel_threads)
