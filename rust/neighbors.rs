@@ -236,14 +236,19 @@ mod tests {
     use super::*;
     use ndarray::{array, Array2, LinalgScalar};
 
-    /// The dot products from ndarray's own matrix product.
+    /// The dot products from ndarray's own matrix product (zeros where the
+    /// shapes disagree, for the tests of that error).
     fn nearest_neighbors<T: Real + LinalgScalar>(
         q: ArrayView2<T>,
         p: ArrayView2<T>,
         k: usize,
         metric: Metric,
     ) -> Result<(Array2<i64>, Array2<T>)> {
-        let dots = q.dot(&p.t());
+        let dots = if q.ncols() == p.ncols() {
+            q.dot(&p.t())
+        } else {
+            Array2::zeros((q.nrows(), p.nrows()))
+        };
         nearest_neighbors_from_dots(q, p, dots.view(), k, metric)
     }
 

@@ -340,7 +340,9 @@ fn accumulate_typed<T: Float>(
 ) -> PyResult<()> {
     let x = typed::<T>(features, "features")?;
     let (s, c) = (sums.as_array_mut(), counts.as_slice_mut()?);
-    run_at(py, row_offset, || crate::accumulate_class_sums(x, labels, s, c))
+    run_at(py, row_offset, || {
+        crate::accumulate_class_sums(x, labels, s, c)
+    })
 }
 
 /// Add rows to running per-class sums and counts, in place. Rows in an error
@@ -410,8 +412,13 @@ fn neighbors_typed<'py, T: Float>(
 ) -> PyResult<Ranked<'py>> {
     let q = typed::<T>(queries, "queries")?;
     let (p, g) = (typed::<T>(pool, "pool")?, typed::<T>(dots, "dots")?);
-    let (i, d) = run(py, || crate::nearest_neighbors_from_dots(q, p, g, k, metric))?;
-    if let Some(row) = d.outer_iter().position(|r| r.iter().any(|v| !v.is_finite())) {
+    let (i, d) = run(py, || {
+        crate::nearest_neighbors_from_dots(q, p, g, k, metric)
+    })?;
+    if let Some(row) = d
+        .outer_iter()
+        .position(|r| r.iter().any(|v| !v.is_finite()))
+    {
         // Finite inputs whose distances leave the dtype's range.
         return Err(to_py(KernelError::ResultOverflow {
             arg: "queries",
@@ -457,7 +464,9 @@ fn combine_typed<'py, T: Float>(
         let mut o = out.readwrite();
         let mut o = o.as_array_mut();
         let view = o.view_mut();
-        run(py, || crate::combine_into(w, targets, neighbors, alphas, view))?;
+        run(py, || {
+            crate::combine_into(w, targets, neighbors, alphas, view)
+        })?;
         // Every input is finite (checked); a non-finite row is an overflow.
         let bad = targets
             .iter()
@@ -507,7 +516,9 @@ fn require_scores_fit<T: Float>(
     w: ArrayView2<'_, T>,
     bias: Option<&[T]>,
 ) -> Result<(), KernelError> {
-    let b = bias.map_or(0.0, |b| b.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs())));
+    let b = bias.map_or(0.0, |b| {
+        b.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()))
+    });
     let cheap = max_abs(x) * max_abs(w) * x.ncols() as f64 * 1.01 + b;
     if cheap < T::MAX / 2.0 {
         return Ok(());

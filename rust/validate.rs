@@ -82,7 +82,9 @@ pub fn max_row_norm<T: Real>(x: ArrayView2<T>) -> f64 {
     };
     let max = (0..n.div_ceil(SCAN_ROWS))
         .into_par_iter()
-        .map(|p| (p * SCAN_ROWS..((p + 1) * SCAN_ROWS).min(n)).fold(0.0f64, |m, r| m.max(norm_of(r))))
+        .map(|p| {
+            (p * SCAN_ROWS..((p + 1) * SCAN_ROWS).min(n)).fold(0.0f64, |m, r| m.max(norm_of(r)))
+        })
         .reduce(|| 0.0, f64::max);
     max * (1.0 + 4.0 * (x.ncols() as f64 + 2.0) * f64::EPSILON)
 }
@@ -108,7 +110,11 @@ pub fn physical_memory() -> u128 {
 /// Outputs sized by the arguments must fit in memory before anything is
 /// allocated: `parts` are `(elements, bytes per element)` pairs whose sum is
 /// the allocation, `what` says what it is for in the error.
-pub fn require_allocatable(arg: &'static str, what: String, parts: &[(&[usize], usize)]) -> Result<()> {
+pub fn require_allocatable(
+    arg: &'static str,
+    what: String,
+    parts: &[(&[usize], usize)],
+) -> Result<()> {
     let limit = isize::MAX as u128;
     let total = parts.iter().try_fold(0u128, |acc, (dims, bytes)| {
         let n = dims

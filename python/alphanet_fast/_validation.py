@@ -136,7 +136,8 @@ def _require_exact_in(arr: np.ndarray, name: str, target: np.dtype) -> None:
     """Integers must convert to ``target`` without rounding (weights stored as int64)."""
     limit = _EXACT_INTEGERS[np.dtype(target)]
     flat = arr.reshape(arr.shape[0], -1)
-    bad = np.flatnonzero((np.abs(flat.astype(np.float64)) > limit).any(axis=1))
+    # Compared as integers: a float comparison would round 2**53 + 1 down first.
+    bad = np.flatnonzero(((flat > limit) | (flat < -limit)).any(axis=1))
     if bad.size:
         row = int(bad[0])
         raise fail(
