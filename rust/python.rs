@@ -348,17 +348,18 @@ fn accumulate_typed<T: Float>(
 /// Add rows to running per-class sums and counts, in place. Rows in an error
 /// are counted from `row_offset` (the chunk's first row in the whole array).
 #[pyfunction]
-#[pyo3(signature = (features, labels, sums, counts, row_offset=0))]
+#[pyo3(signature = (features, labels, sums, counts, row_offset=None))]
 fn accumulate_class_sums<'py>(
     py: Python<'py>,
     features: Matrix<'py>,
     labels: PyReadonlyArray1<'py, i64>,
     mut sums: numpy::PyReadwriteArray2<'py, f64>,
     mut counts: numpy::PyReadwriteArray1<'py, i64>,
-    row_offset: usize,
+    row_offset: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
     guarded("accumulate_class_sums", || {
         let labels = owned_indices(&labels, "labels")?;
+        let row_offset = row_offset.map_or(Ok(0), |r| count(r, "row_offset"))?;
         by_dtype!(
             &features,
             accumulate_typed(py, &features, &labels, &mut sums, &mut counts, row_offset)
@@ -571,7 +572,7 @@ fn topk_typed<'py, T: Float>(
 /// The top-k classes of `features @ W.T + b`. Rows in an error are counted
 /// from `row_offset` (the chunk's first row in the whole array).
 #[pyfunction]
-#[pyo3(signature = (features, W, b, k, row_offset=0))]
+#[pyo3(signature = (features, W, b, k, row_offset=None))]
 #[allow(non_snake_case)]
 fn topk_scores<'py>(
     py: Python<'py>,
@@ -579,10 +580,11 @@ fn topk_scores<'py>(
     W: Matrix<'py>,
     b: Option<Vector<'py>>,
     k: &Bound<'py, PyAny>,
-    row_offset: usize,
+    row_offset: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Ranked<'py>> {
     guarded("topk_scores", || {
         let k = count(k, "k")?;
+        let row_offset = row_offset.map_or(Ok(0), |r| count(r, "row_offset"))?;
         by_dtype!(
             &features,
             topk_typed(py, &features, &W, b.as_ref(), k, row_offset)

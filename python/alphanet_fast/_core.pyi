@@ -33,7 +33,7 @@ def accumulate_class_sums(
     labels: npt.NDArray[np.int64],
     sums: npt.NDArray[np.float64],
     counts: npt.NDArray[np.int64],
-    row_offset: int = 0,
+    row_offset: int | None = None,
 ) -> None: ...
 def means_from_sums(
     sums: npt.NDArray[np.float64], counts: npt.NDArray[np.int64], double: bool
@@ -56,7 +56,7 @@ def topk_scores(
     W: npt.NDArray[np.floating],
     b: npt.NDArray[np.floating] | None,
     k: int,
-    row_offset: int = 0,
+    row_offset: int | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...

@@ -114,7 +114,8 @@ def float_matrix(
 ) -> np.ndarray:
     """A 2-d float32/float64 array, non-empty, copied only if its dtype must change."""
     arr = _as_array(x, name)
-    target = float_dtype_of(arr, name) if dtype is None else np.dtype(dtype)
+    natural = float_dtype_of(arr, name)  # also rejects complex and non-numeric dtypes
+    target = natural if dtype is None else np.dtype(dtype)
     if arr.ndim != 2:
         raise fail(name, f"expected a 2-d array, found {arr.ndim}-d with shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -123,6 +124,8 @@ def float_matrix(
         raise fail(name, f"expected {ncols} columns, found shape {arr.shape}")
     if arr.dtype.kind in "iu":
         _require_exact_in(arr, name, target)
+    elif arr.dtype.itemsize > target.itemsize:
+        _require_within(arr, name, target)
     if arr.dtype != target or not arr.dtype.isnative:
         arr = arr.astype(target.newbyteorder("="))
     elif not arr.flags.aligned:
@@ -148,6 +151,21 @@ def _require_exact_in(arr: np.ndarray, name: str, target: np.dtype) -> None:
         )
 
 
+def _require_within(arr: np.ndarray, name: str, target: np.dtype) -> None:
+    """Finite values must stay finite when narrowed to ``target`` (float64 to float32)."""
+    with np.errstate(invalid="ignore"):
+        over = np.isfinite(arr) & (np.abs(arr) > np.finfo(target).max)
+    bad = np.flatnonzero(over.reshape(arr.shape[0], -1).any(axis=1))
+    if bad.size:
+        row = int(bad[0])
+        raise fail(
+            name,
+            f"row {row} holds values beyond the {np.dtype(target).name} range it is computed "
+            f"in; pass float64 inputs",
+            row,
+        )
+
+
 def float_vector(x: Any, name: str, *, length: int, dtype: np.dtype) -> np.ndarray:
     """A contiguous 1-d float array of the given length and dtype."""
     arr = _as_array(x, name)
@@ -156,6 +174,10 @@ def float_vector(x: Any, name: str, *, length: int, dtype: np.dtype) -> np.ndarr
         raise fail(name, f"expected a 1-d array, found {arr.ndim}-d with shape {arr.shape}")
     if arr.shape[0] != length:
         raise fail(name, f"expected {length} entries, found {arr.shape[0]}")
+    if arr.dtype.kind in "iu":
+        _require_exact_in(arr, name, np.dtype(dtype))
+    elif arr.dtype.itemsize > np.dtype(dtype).itemsize:
+        _require_within(arr, name, np.dtype(dtype))
     return np.require(arr, dtype=np.dtype(dtype).newbyteorder("="), requirements=["C", "A"])
 
 
@@ -195,6 +217,7 @@ def int_array(x: Any, name: str, *, ndim: int = 1) -> np.ndarray:
 def _require_integral(arr: np.ndarray, name: str) -> None:
     """Float indices must be whole numbers inside the int64 range, checked before casting."""
     # 2**63 is the first float beyond int64; every float below it in magnitude casts exactly.
+    arr = arr.astype(np.float64, copy=False)  # float16 cannot even hold the bound
     bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= 2.0**63)
     rows = np.flatnonzero(bad.reshape(len(arr), -1).any(axis=1)) if arr.size else []
     if len(rows):
