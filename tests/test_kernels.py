@@ -316,3 +316,90 @@ def test_unaligned_buffers_are_accepted():
     means, counts = af.class_means(x, labels, 2)
     np.testing.assert_array_equal(counts, [20, 0])
     np.testing.assert_array_equal(means[0], np.zeros(3))
+
+
+# ---------------------------------------------------------------- magnitudes near the ranges' ends
+
+# Powers of two far from 1, where products overflow (or lose digits to
+# underflow) in the inputs' dtype; scaling by them is exact.
+EXTREME_SCALES = {
+    np.float32: [2.0**60, 2.0**100, 2.0**-60, 2.0**-120],
+    np.float64: [2.0**450, 2.0**1000, 2.0**-450, 2.0**-1000],
+}
+
+
+@given(
+    data=st.data(),
+    nq=st.integers(1, 8),
+    m=st.integers(2, 30),
+    d=st.integers(1, 5),
+    metric=st.sampled_from(["euclidean", "cosine"]),
+    dtype=st.sampled_from(DTYPES),
+)
+def test_nearest_at_extreme_magnitudes_matches_the_rescaled_reference(
+    data, nq, m, d, metric, dtype
+):
+    scale = data.draw(st.sampled_from(EXTREME_SCALES[dtype]))
+    q = data.draw(grid_matrix(st.just(nq), st.just(d), -2, 2))
+    p = data.draw(grid_matrix(st.just(m), st.just(d), -2, 2))
+    if metric == "cosine":
+        q[np.all(q == 0, axis=1), 0] = 1.0
+        p[np.all(p == 0, axis=1), 0] = 1.0
+    k = data.draw(st.integers(1, m))
+    idx, dist = af.nearest_neighbors(
+        (q * scale).astype(dtype), (p * scale).astype(dtype), k, metric
+    )
+    ref_idx, ref_dist = ref_nearest(q, p, k, metric)
+    if metric == "euclidean":
+        np.testing.assert_array_equal(idx, ref_idx)
+        ref_dist = ref_dist * scale
+    np.testing.assert_allclose(
+        dist, ref_dist.astype(dtype), rtol=1e-6, atol=1e-6 * (metric == "cosine")
+    )
+
+
+def test_nearest_distances_beyond_the_dtype_raise():
+    q = np.array([[3e38, 0.0]], np.float32)
+    p = np.array([[-3e38, 0.0], [-3e38, 1.0]], np.float32)
+    with pytest.raises(
+        af.KernelError, match="queries: row 0: distances exceed the float32"
+    ) as info:
+        af.nearest_neighbors(q, p, k=1)
+    assert (info.value.argument, info.value.row) == ("queries", 0)
+    # The same in float64 is representable, and exact.
+    idx, dist = af.nearest_neighbors(q.astype(np.float64), p.astype(np.float64), k=2)
+    np.testing.assert_array_equal(idx, [[0, 1]])
+    assert dist[0, 0] == 2 * np.float64(np.float32(3e38))
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 2.0**70), (np.float64, 2.0**520)])
+def test_topk_scores_that_overflow_raise(dtype, big):
+    x = np.full((3, 4), big, dtype)
+    w = np.full((2, 4), big, dtype)
+    with pytest.raises(af.KernelError, match="features: the scores .* can exceed") as info:
+        af.topk_scores(x, w, k=1)
+    assert info.value.argument == "features"
+
+
+@given(
+    data=st.data(),
+    dtype=st.sampled_from(DTYPES),
+    k=st.integers(1, 4),
+)
+def test_topk_at_extreme_but_safe_magnitudes(data, dtype, k):
+    # Huge features against tiny weights: the products are ordinary numbers.
+    scale = data.draw(st.sampled_from(EXTREME_SCALES[dtype][:2]))
+    x = data.draw(grid_matrix(st.just(6), st.just(3), -2, 2))
+    w = data.draw(grid_matrix(st.just(5), st.just(3), -2, 2))
+    idx, scores = af.topk_scores((x * scale).astype(dtype), (w / scale).astype(dtype), k=k)
+    ref_idx, ref_scores = ref_topk(x, w, None, k)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(scores, ref_scores.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_combine_that_overflows_raises(dtype):
+    w = np.full((3, 2), np.finfo(dtype).max / 2, dtype)
+    with pytest.raises(af.KernelError, match="alphas: row 1 combines rows of W") as info:
+        af.combine(w, [2, 0], [[1], [1]], [[1.0, 0.5], [2.0, 1.0]])
+    assert (info.value.argument, info.value.row) == ("alphas", 1)

@@ -246,7 +246,9 @@ def labels_array(
         over = np.flatnonzero(labels >= n_classes)
         if over.size:
             i = int(over[0])
-            raise fail(name, f"entry {i} is {labels[i]}, expected an integer in [0, {n_classes})", i)
+            raise fail(
+                name, f"entry {i} is {labels[i]}, expected an integer in [0, {n_classes})", i
+            )
     return labels, n_classes
 
 
