@@ -138,32 +138,29 @@ def float_matrix(
 def _require_exact_in(arr: np.ndarray, name: str, target: np.dtype) -> None:
     """Integers must convert to ``target`` without rounding (weights stored as int64)."""
     limit = _EXACT_INTEGERS[np.dtype(target)]
-    flat = arr.reshape(arr.shape[0], -1)
     # Compared as integers: a float comparison would round 2**53 + 1 down first.
-    bad = np.flatnonzero(((flat > limit) | (flat < -limit)).any(axis=1))
-    if bad.size:
-        row = int(bad[0])
-        raise fail(
-            name,
-            f"row {row} holds integers beyond {limit}, which {np.dtype(target).name} cannot "
-            f"represent exactly; pass a float array",
-            row,
-        )
+    _reject_rows(
+        (arr > limit) | (arr < -limit),
+        name,
+        f"holds integers beyond {limit}, which {np.dtype(target).name} cannot represent "
+        f"exactly; pass a float array",
+    )
 
 
 def _require_within(arr: np.ndarray, name: str, target: np.dtype) -> None:
     """Finite values must stay finite when narrowed to ``target`` (float64 to float32)."""
     with np.errstate(invalid="ignore"):
         over = np.isfinite(arr) & (np.abs(arr) > np.finfo(target).max)
-    bad = np.flatnonzero(over.reshape(arr.shape[0], -1).any(axis=1))
-    if bad.size:
-        row = int(bad[0])
-        raise fail(
-            name,
-            f"row {row} holds values beyond the {np.dtype(target).name} range it is computed "
-            f"in; pass float64 inputs",
-            row,
-        )
+    detail = f"holds values beyond the {np.dtype(target).name} range it is computed in"
+    _reject_rows(over, name, f"{detail}; pass float64 inputs")
+
+
+def _reject_rows(bad: np.ndarray, name: str, detail: str) -> None:
+    """Raise ``"{name}: row R {detail}"`` for the first row R of ``bad`` holding True."""
+    rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
+    if rows.size:
+        row = int(rows[0])
+        raise fail(name, f"row {row} {detail}", row)
 
 
 def float_vector(x: Any, name: str, *, length: int, dtype: np.dtype) -> np.ndarray:

@@ -82,10 +82,14 @@ def class_means(
     ------
     TypeError
         Non-numeric or complex ``features``; non-integer ``labels`` dtype.
-    ValueError
-        Wrong ndim or empty ``features``; ``labels`` of the wrong length,
-        negative, out of range or not integral (first bad entry named);
-        NaN or infinity in ``features`` (first bad row named).
+    KernelError
+        (a ``ValueError``; ``.argument`` and ``.row`` name the culprit) Wrong
+        ndim or empty ``features``; ``labels`` of the wrong length, negative,
+        out of range or not integral (first bad entry named); NaN or infinity
+        in ``features`` (first bad row named); sums beyond float64.
+    MemoryError
+        ``n_classes x d`` sums larger than the machine's memory (checked
+        before allocating).
 
     Examples
     --------
@@ -168,10 +172,13 @@ def nearest_neighbors(
     ------
     TypeError
         Non-numeric or complex input; ``k`` not an integer.
-    ValueError
-        Wrong ndim, empty input, differing column counts, NaN or infinity
-        (first bad row named), ``k`` outside ``[1, m]``, unknown ``metric``,
-        a zero row with ``metric="cosine"``.
+    KernelError
+        (a ``ValueError``) Wrong ndim, empty input, differing column counts,
+        NaN or infinity (first bad row named), ``k`` outside ``[1, m]``,
+        unknown ``metric``, a zero row with ``metric="cosine"``, distances
+        beyond the dtype's range. Inputs of huge or tiny magnitude are not an
+        error: they are rescaled by powers of two (or, for float32, computed
+        in float64), which leaves the result exact.
 
     Examples
     --------
@@ -277,9 +284,11 @@ def combine(W: Any, targets: Any, neighbors: Any, alphas: Any) -> np.ndarray:
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError, KernelError
         Bad dtypes, shapes that disagree, indices out of ``[0, C)``, repeated
-        targets, NaN or infinity in ``W`` or ``alphas``.
+        targets, NaN or infinity in ``W`` or ``alphas``; a combined row
+        beyond ``W``'s dtype range (``argument="alphas"``, ``row`` the target
+        entry).
 
     Examples
     --------
@@ -330,9 +339,12 @@ def topk_scores(features: Any, W: Any, b: Any = None, k: int = 5) -> tuple[np.nd
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError, KernelError
         Bad dtypes or shapes, NaN or infinity (first bad row named), ``k``
-        outside ``[1, C]``.
+        outside ``[1, C]``; scores that could exceed the dtype's range
+        (``argument="features"``).
+    MemoryError
+        An ``n x k`` result larger than the machine's memory.
 
     Examples
     --------
