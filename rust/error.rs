@@ -146,3 +146,49 @@ impl fmt::Display for KernelError {
 impl std::error::Error for KernelError {}
 
 pub type Result<T> = std::result::Result<T, KernelError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_and_row_offset() {
+        let e = KernelError::NonFinite {
+            arg: "features",
+            row: 3,
+        };
+        assert_eq!((e.argument(), e.row()), ("features", Some(3)));
+        let shifted = e.with_row_offset(100);
+        assert_eq!(shifted.row(), Some(103));
+        assert!(shifted.to_string().starts_with("features: row 103 "));
+        let k = KernelError::Value {
+            arg: "k",
+            row: None,
+            message: "expected 1 <= k <= 4".into(),
+        };
+        assert_eq!(k.clone().with_row_offset(9), k);
+        assert_eq!((k.argument(), k.row()), ("k", None));
+    }
+
+    #[test]
+    fn too_large_says_which_limit() {
+        let unaddressable = KernelError::TooLarge {
+            arg: "n_classes",
+            what: "sums".into(),
+            bytes: None,
+            limit: 8,
+        };
+        assert!(!unaddressable.is_out_of_memory());
+        let beyond_memory = KernelError::TooLarge {
+            arg: "n_classes",
+            what: "sums".into(),
+            bytes: Some(3_000_000_000),
+            limit: 2_000_000_000,
+        };
+        assert!(beyond_memory.is_out_of_memory());
+        assert_eq!(
+            beyond_memory.to_string(),
+            "n_classes: sums would need 3.0 GB, more than this machine's 2.0 GB of memory"
+        );
+    }
+}

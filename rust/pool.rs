@@ -2,8 +2,8 @@
 //!
 //! One rayon pool, built lazily. Its size comes from `ALPHANET_FAST_NUM_THREADS`,
 //! else `RAYON_NUM_THREADS`, else the number of CPUs, and can be changed with
-//! [`set_num_threads`]; it never exceeds [`max_threads`]. The pool remembers the process that built
-//! it: a child made by `fork` (torch DataLoader workers, multiprocessing, Dask
+//! [`set_num_threads`]; it never exceeds [`max_threads`]. The pool remembers
+//! the process that built it: a child made by `fork` (torch DataLoader workers, multiprocessing, Dask
 //! nannies) inherits the parent's pool object but none of its threads, so the
 //! child builds a fresh pool instead of waiting forever on threads that do not
 //! exist. The pool's two locks are taken by a `pthread_atfork` handler before

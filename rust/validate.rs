@@ -156,3 +156,30 @@ pub fn max_abs<T: Real>(x: ArrayView2<T>) -> f64 {
         })
         .reduce(|| 0.0, f64::max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn row_norms_do_not_overflow_and_bound_the_true_value() {
+        let x = array![[3e300f64, 4e300], [1.0, 0.0]];
+        let n = max_row_norm(x.view());
+        assert!(n >= 5e300 && n < 5e300 * (1.0 + 1e-12));
+        assert_eq!(max_abs(x.view()), 4e300);
+        assert_eq!(max_row_norm(array![[0.0f32, 0.0]].view()), 0.0);
+    }
+
+    #[test]
+    fn allocations_are_checked_before_they_happen() {
+        assert!(require_allocatable("k", "a".into(), &[(&[10, 10], 8)]).is_ok());
+        let overflow = require_allocatable("k", "a".into(), &[(&[usize::MAX, 2], 8)]);
+        assert!(matches!(
+            overflow,
+            Err(KernelError::TooLarge { bytes: None, .. })
+        ));
+        let beyond = require_allocatable("k", "a".into(), &[(&[1 << 40, 1 << 20], 1)]);
+        assert!(beyond.is_err());
+    }
+}

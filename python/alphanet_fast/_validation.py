@@ -33,9 +33,10 @@ class KernelError(ValueError):
     ----------
     message : str
         The whole message, starting with the argument's name.
-    argument : str
+    argument : str or None
         The public name of the argument at fault (``"features"``, ``"labels"``,
-        ``"k"``, ...).
+        ``"k"``, ...); every error the package raises sets it (None only when
+        code elsewhere builds one from a message alone, ``KernelError(msg)``).
     row : int or None
         The first offending row (or entry, for a 1-d argument) in the caller's
         numbering, or None where the fault is not in one row.
@@ -50,7 +51,7 @@ class KernelError(ValueError):
     features 1
     """
 
-    def __init__(self, message: str, argument: str, row: int | None = None) -> None:
+    def __init__(self, message: str, argument: str | None = None, row: int | None = None) -> None:
         super().__init__(message)
         self.argument = argument
         self.row = row
