@@ -187,6 +187,7 @@ pub fn accumulate_class_sums<T: Real>(
     if n_classes == 0 {
         return Err(KernelError::Value {
             arg: "n_classes",
+            row: None,
             message: "must be at least 1, found 0".into(),
         });
     }

@@ -86,6 +86,7 @@ pub fn combine_into<T: Real>(
         if *slot != usize::MAX {
             return Err(KernelError::Value {
                 arg: "targets",
+                row: Some(t),
                 message: format!(
                     "class {target} appears twice (entries {} and {t}); targets must be distinct",
                     *slot

@@ -1,7 +1,7 @@
 //! Exact k nearest rows of a pool for every query row.
 //!
-//! Dot products come from a tiled GEMM in the inputs' precision; they give an
-//! approximate distance to every pool row. Rounding error of a length-`d` dot
+//! Dot products come from the caller (numpy's BLAS, in the inputs' precision);
+//! they give an approximate distance to every pool row. Rounding error of a length-`d` dot
 //! product is at most `γ_d |q| |p|` with `γ_d = d u / (1 - d u)`, so every pool
 //! row that can truly be among the k nearest lies within a known margin of the
 //! approximate k-th distance. Those candidates (usually k plus a handful) get
@@ -13,7 +13,6 @@ use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
-use crate::matmul::a_bt;
 use crate::real::Real;
 use crate::select::{best_k, rank_asc, top_k_desc};
 use crate::validate::{require_finite, require_nonempty};
@@ -26,13 +25,6 @@ pub enum Metric {
     /// `1 - q·p / (|q| |p|)`; zero vectors are rejected.
     Cosine,
 }
-
-/// Query rows per GEMM block, at most.
-const QUERY_BLOCK: usize = 128;
-/// Pool rows per GEMM tile.
-const POOL_TILE: usize = 1024;
-/// Size of the dot-product buffer of one query block, at most.
-const BUFFER_BYTES: usize = 64 << 20;
 
 fn norms<T: Real>(x: ArrayView2<T>) -> Vec<f64> {
     (0..x.nrows())
@@ -74,6 +66,7 @@ fn prepare<T: Real>(
     if k == 0 || k > m {
         return Err(KernelError::Value {
             arg: "k",
+            row: None,
             message: format!("expected 1 <= k <= {m} (rows of pool), found {k}"),
         });
     }
@@ -81,11 +74,18 @@ fn prepare<T: Real>(
     require_finite(pool, "pool")?;
     let q_norms = norms(queries);
     let p_norms = norms(pool);
+    for (arg, ns) in [("queries", &q_norms), ("pool", &p_norms)] {
+        if ns.iter().any(|v| !v.is_finite()) {
+            // Squared norms beyond float64: the caller rescales by a power of two.
+            return Err(KernelError::Overflow { arg });
+        }
+    }
     if metric == Metric::Cosine {
         for (arg, ns) in [("queries", &q_norms), ("pool", &p_norms)] {
             if let Some(row) = ns.iter().position(|&v| v == 0.0) {
                 return Err(KernelError::Value {
                     arg,
+                    row: Some(row),
                     message: format!("row {row} is a zero vector, which has no cosine distance"),
                 });
             }
@@ -108,42 +108,9 @@ fn prepare<T: Real>(
 }
 
 /// `k` nearest rows of `pool` for every row of `queries`: `(indices, distances)`,
-/// both `n_queries x k`, nearest first, ties to the lower index.
-pub fn nearest_neighbors<T: Real>(
-    queries: ArrayView2<T>,
-    pool: ArrayView2<T>,
-    k: usize,
-    metric: Metric,
-) -> Result<(Array2<i64>, Array2<T>)> {
-    let prep = prepare(queries, pool, k, metric)?;
-    let nq = queries.nrows();
-    let m = pool.nrows();
-    let query_block = (BUFFER_BYTES / (m * std::mem::size_of::<T>()).max(1)).clamp(1, QUERY_BLOCK);
-    let mut indices = Array2::<i64>::zeros((nq, k));
-    let mut distances = Array2::<T>::default((nq, k));
-    let mut buffer = vec![T::zero(); query_block * m];
-    let mut q0 = 0;
-    while q0 < nq {
-        let q1 = (q0 + query_block).min(nq);
-        let qb = q1 - q0;
-        fill_dots(
-            queries.slice(ndarray::s![q0..q1, ..]),
-            pool,
-            &mut buffer[..qb * m],
-        );
-        let buf = &buffer[..qb * m];
-        let rows = select_block(queries, pool, &prep, q0, q1, k, metric, |i| {
-            row_of_tiles(buf, qb, m, i)
-        });
-        write_rows(rows, q0, metric, &mut indices, &mut distances);
-        q0 = q1;
-    }
-    Ok((indices, distances))
-}
-
-/// As [`nearest_neighbors`], with the dot products `dots[i, j] = queries[i] ·
-/// pool[j]` supplied by the caller (from any matrix product in the inputs'
-/// precision, e.g. an optimised BLAS). They only propose candidates: the answer
+/// both `n_queries x k`, nearest first, ties to the lower index. The dot products
+/// `dots[i, j] = queries[i] · pool[j]` are supplied by the caller (from any
+/// matrix product in the inputs' precision, e.g. an optimised BLAS). They only propose candidates: the answer
 /// comes from float64 distances and does not depend on how `dots` was rounded,
 /// as long as each dot is within the usual `γ_d |q| |p|` of the true value.
 pub fn nearest_neighbors_from_dots<T: Real>(
@@ -240,47 +207,6 @@ fn select_block<T: Real, I: Iterator<Item = (usize, f64)>>(
         .collect()
 }
 
-/// Fill `buffer` with the dots of `block` against every pool row, tile by tile:
-/// tile `t` (pool rows `t * POOL_TILE ..`) occupies a contiguous `qb x width`
-/// run of the buffer.
-fn fill_dots<T: Real>(block: ArrayView2<T>, pool: ArrayView2<T>, buffer: &mut [T]) {
-    let qb = block.nrows();
-    let m = pool.nrows();
-    let mut chunks: Vec<(usize, &mut [T])> = Vec::new();
-    let mut rest = buffer;
-    let mut start = 0;
-    while start < m {
-        let width = POOL_TILE.min(m - start);
-        let (head, tail) = rest.split_at_mut(qb * width);
-        chunks.push((start, head));
-        rest = tail;
-        start += width;
-    }
-    chunks.into_par_iter().for_each(|(start, out)| {
-        let width = out.len() / qb;
-        let tile = pool.slice(ndarray::s![start..start + width, ..]);
-        a_bt(block, tile, out, width);
-    });
-}
-
-/// The dots of query `i` of a block, as `(pool index, dot)` in pool order.
-fn row_of_tiles<T: Real>(
-    buf: &[T],
-    qb: usize,
-    m: usize,
-    i: usize,
-) -> impl Iterator<Item = (usize, f64)> + '_ {
-    (0..m.div_ceil(POOL_TILE)).flat_map(move |t| {
-        let start = t * POOL_TILE;
-        let width = POOL_TILE.min(m - start);
-        let base = qb * start + i * width;
-        buf[base..base + width]
-            .iter()
-            .enumerate()
-            .map(move |(j, v)| (start + j, v.to_f64()))
-    })
-}
-
 fn exact_distance<T: Real>(
     q: ndarray::ArrayView1<T>,
     p: ndarray::ArrayView1<T>,
@@ -308,7 +234,23 @@ fn exact_distance<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{array, Array2};
+    use ndarray::{array, Array2, LinalgScalar};
+
+    /// The dot products from ndarray's own matrix product (zeros where the
+    /// shapes disagree, for the tests of that error).
+    fn nearest_neighbors<T: Real + LinalgScalar>(
+        q: ArrayView2<T>,
+        p: ArrayView2<T>,
+        k: usize,
+        metric: Metric,
+    ) -> Result<(Array2<i64>, Array2<T>)> {
+        let dots = if q.ncols() == p.ncols() {
+            q.dot(&p.t())
+        } else {
+            Array2::zeros((q.nrows(), p.nrows()))
+        };
+        nearest_neighbors_from_dots(q, p, dots.view(), k, metric)
+    }
 
     fn lcg(seed: &mut u64) -> f64 {
         *seed = seed

@@ -63,6 +63,7 @@ pub fn topk_scores<T: Real>(
     if k == 0 || k > c {
         return Err(KernelError::Value {
             arg: "k",
+            row: None,
             message: format!("expected 1 <= k <= {c} (rows of W), found {k}"),
         });
     }

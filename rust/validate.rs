@@ -65,3 +65,121 @@ pub fn require_nonempty<T>(x: ArrayView2<T>, arg: &'static str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The largest Euclidean norm of a row of `x`, computed without overflow or
+/// underflow (each row is scaled by its largest magnitude first), rounded up
+/// slightly so that it bounds the true value.
+pub fn max_row_norm<T: Real>(x: ArrayView2<T>) -> f64 {
+    let n = x.nrows();
+    let norm_of = |r: usize| {
+        let row = x.row(r);
+        let top = row.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
+        if top == 0.0 || !top.is_finite() {
+            return top;
+        }
+        let sum: f64 = row.iter().map(|v| (v.to_f64() / top).powi(2)).sum();
+        top * sum.sqrt()
+    };
+    let max = (0..n.div_ceil(SCAN_ROWS))
+        .into_par_iter()
+        .map(|p| {
+            (p * SCAN_ROWS..((p + 1) * SCAN_ROWS).min(n)).fold(0.0f64, |m, r| m.max(norm_of(r)))
+        })
+        .reduce(|| 0.0, f64::max);
+    max * (1.0 + 4.0 * (x.ncols() as f64 + 2.0) * f64::EPSILON)
+}
+
+/// Total physical memory of the machine, in bytes (unbounded where unknown).
+pub fn physical_memory() -> u128 {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system configuration.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && size > 0 {
+            return pages as u128 * size as u128;
+        }
+    }
+    u128::MAX
+}
+
+/// Outputs sized by the arguments must fit in memory before anything is
+/// allocated: `parts` are `(elements, bytes per element)` pairs whose sum is
+/// the allocation, `what` says what it is for in the error.
+pub fn require_allocatable(
+    arg: &'static str,
+    what: String,
+    parts: &[(&[usize], usize)],
+) -> Result<()> {
+    let limit = isize::MAX as u128;
+    let total = parts.iter().try_fold(0u128, |acc, (dims, bytes)| {
+        let n = dims
+            .iter()
+            .try_fold(*bytes as u128, |n, &d| n.checked_mul(d as u128))?;
+        acc.checked_add(n)
+    });
+    match total {
+        Some(bytes) if bytes <= limit => {
+            let memory = physical_memory();
+            if bytes > memory {
+                return Err(KernelError::TooLarge {
+                    arg,
+                    what,
+                    bytes: Some(bytes),
+                    limit: memory,
+                });
+            }
+            Ok(())
+        }
+        _ => Err(KernelError::TooLarge {
+            arg,
+            what,
+            bytes: None,
+            limit,
+        }),
+    }
+}
+
+/// The largest magnitude in `x` (NaN ignored), read in parallel pieces.
+pub fn max_abs<T: Real>(x: ArrayView2<T>) -> f64 {
+    let n = x.nrows();
+    (0..n.div_ceil(SCAN_ROWS))
+        .into_par_iter()
+        .map(|p| {
+            x.slice(ndarray::s![p * SCAN_ROWS..((p + 1) * SCAN_ROWS).min(n), ..])
+                .iter()
+                .fold(0.0f64, |m, v| m.max(v.to_f64().abs()))
+        })
+        .reduce(|| 0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn row_norms_do_not_overflow_and_bound_the_true_value() {
+        let x = array![[3e300f64, 4e300], [1.0, 0.0]];
+        let n = max_row_norm(x.view());
+        assert!((5e300..5e300 * (1.0 + 1e-12)).contains(&n));
+        assert_eq!(max_abs(x.view()), 4e300);
+        assert_eq!(max_row_norm(array![[0.0f32, 0.0]].view()), 0.0);
+    }
+
+    #[test]
+    fn allocations_are_checked_before_they_happen() {
+        assert!(require_allocatable("k", "a".into(), &[(&[10, 10], 8)]).is_ok());
+        let overflow = require_allocatable("k", "a".into(), &[(&[usize::MAX, 2], 8)]);
+        assert!(matches!(
+            overflow,
+            Err(KernelError::TooLarge { bytes: None, .. })
+        ));
+        let beyond = require_allocatable("k", "a".into(), &[(&[1 << 40, 1 << 20], 1)]);
+        assert!(beyond.is_err());
+    }
+}

@@ -143,6 +143,14 @@ def test_nearest_random(metric, dtype):
     np.testing.assert_allclose(dist, ref_dist, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
+# Powers of two far from 1, where products overflow (or lose digits to
+# underflow) in the inputs' dtype.
+EXTREME_SCALES = {
+    np.float32: [2.0**60, 2.0**100, 2.0**-60, 2.0**-120],
+    np.float64: [2.0**450, 2.0**1000, 2.0**-450, 2.0**-1000],
+}
+
+
 @given(
     data=st.data(),
     nq=st.integers(1, 12),
@@ -150,10 +158,11 @@ def test_nearest_random(metric, dtype):
     d=st.integers(1, 6),
     metric=st.sampled_from(["euclidean", "cosine"]),
     dtype=st.sampled_from(DTYPES),
-    # Powers of two keep every product exact, so ties stay exact ties.
-    scale=st.sampled_from([1.0, 2.0**-40, 2.0**40]),
 )
-def test_nearest_hypothesis_exact_ties(data, nq, m, d, metric, dtype, scale):
+def test_nearest_hypothesis_exact_ties(data, nq, m, d, metric, dtype):
+    # Powers of two keep every product exact, so ties stay exact ties; the
+    # reference works on the unscaled grid, where float64 is exact.
+    scale = data.draw(st.sampled_from([1.0, 2.0**-40, 2.0**40, *EXTREME_SCALES[dtype]]))
     # Small integer grids: duplicates and exact ties are common.
     q = data.draw(grid_matrix(st.just(nq), st.just(d), -2, 2))
     p = data.draw(grid_matrix(st.just(m), st.just(d), -2, 2))
@@ -161,19 +170,21 @@ def test_nearest_hypothesis_exact_ties(data, nq, m, d, metric, dtype, scale):
         q[np.all(q == 0, axis=1), 0] = 1.0
         p[np.all(p == 0, axis=1), 0] = 1.0
     k = data.draw(st.integers(1, m))
-    q, p = (q * scale).astype(dtype), (p * scale).astype(dtype)
-    idx, dist = af.nearest_neighbors(q, p, k=k, metric=metric)
+    idx, dist = af.nearest_neighbors(
+        (q * scale).astype(dtype), (p * scale).astype(dtype), k, metric
+    )
     ref_idx, ref_dist = ref_nearest(q, p, k, metric)
     if metric == "euclidean":
         np.testing.assert_array_equal(idx, ref_idx)
+        ref_dist = ref_dist * scale
     else:
         # Cosine values of different integer vectors can coincide only up to
-        # rounding; compare distances, and indices where the values are apart.
-        np.testing.assert_allclose(dist, ref_dist, rtol=1e-6, atol=1e-6)
+        # rounding; compare indices where the values are apart.
         gaps = np.abs(np.diff(np.sort(ref_distances(q, p, metric), axis=1), axis=1))
         if gaps.size == 0 or (gaps[gaps > 0].min(initial=1.0) > 1e-9):
             np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_allclose(dist, ref_dist.astype(dtype), rtol=1e-6, atol=1e-6 * scale)
+    atol = 1e-6 if metric == "cosine" else 0.0
+    np.testing.assert_allclose(dist, ref_dist.astype(dtype), rtol=1e-6, atol=atol)
 
 
 def test_nearest_ill_conditioned_offsets():
@@ -316,3 +327,53 @@ def test_unaligned_buffers_are_accepted():
     means, counts = af.class_means(x, labels, 2)
     np.testing.assert_array_equal(counts, [20, 0])
     np.testing.assert_array_equal(means[0], np.zeros(3))
+
+
+# ---------------------------------------------------------------- results beyond the dtype's range
+
+
+def test_nearest_distances_beyond_the_dtype_raise():
+    q = np.array([[3e38, 0.0]], np.float32)
+    p = np.array([[-3e38, 0.0], [-3e38, 1.0]], np.float32)
+    with pytest.raises(
+        af.KernelError, match="queries: row 0: distances exceed the float32"
+    ) as info:
+        af.nearest_neighbors(q, p, k=1)
+    assert (info.value.argument, info.value.row) == ("queries", 0)
+    # The same in float64 is representable, and exact.
+    idx, dist = af.nearest_neighbors(q.astype(np.float64), p.astype(np.float64), k=2)
+    np.testing.assert_array_equal(idx, [[0, 1]])
+    assert dist[0, 0] == 2 * np.float64(np.float32(3e38))
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 2.0**70), (np.float64, 2.0**520)])
+def test_topk_scores_that_overflow_raise(dtype, big):
+    x = np.full((3, 4), big, dtype)
+    w = np.full((2, 4), big, dtype)
+    with pytest.raises(af.KernelError, match="features: the scores .* can exceed") as info:
+        af.topk_scores(x, w, k=1)
+    assert info.value.argument == "features"
+
+
+@given(
+    data=st.data(),
+    dtype=st.sampled_from(DTYPES),
+    k=st.integers(1, 4),
+)
+def test_topk_at_extreme_but_safe_magnitudes(data, dtype, k):
+    # Huge features against tiny weights: the products are ordinary numbers.
+    scale = data.draw(st.sampled_from(EXTREME_SCALES[dtype][:2]))
+    x = data.draw(grid_matrix(st.just(6), st.just(3), -2, 2))
+    w = data.draw(grid_matrix(st.just(5), st.just(3), -2, 2))
+    idx, scores = af.topk_scores((x * scale).astype(dtype), (w / scale).astype(dtype), k=k)
+    ref_idx, ref_scores = ref_topk(x, w, None, k)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(scores, ref_scores.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_combine_that_overflows_raises(dtype):
+    w = np.full((3, 2), np.finfo(dtype).max / 2, dtype)
+    with pytest.raises(af.KernelError, match="alphas: row 1 combines rows of W") as info:
+        af.combine(w, [2, 0], [[1], [1]], [[1.0, 0.5], [2.0, 1.0]])
+    assert (info.value.argument, info.value.row) == ("alphas", 1)

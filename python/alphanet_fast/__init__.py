@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from alphanet_fast.evaluation import EvaluationReport, evaluate, format_table
 from alphanet_fast.kernels import (
+    KernelError,
     class_means,
     class_sums,
     combine,
@@ -62,6 +63,7 @@ __all__ = [
     "EvaluationReport",
     "evaluate",
     "format_table",
+    "KernelError",
     "class_means",
     "class_sums",
     "combine",

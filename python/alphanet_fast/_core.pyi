@@ -8,13 +8,13 @@ __all__ = [
     "class_sums",
     "accumulate_class_sums",
     "means_from_sums",
-    "nearest_neighbors",
     "nearest_neighbors_from_dots",
     "combine",
     "topk_scores",
     "get_num_threads",
     "_read_probe",
     "set_num_threads",
+    "max_threads",
     "THREADS_ENV",
     "TOPK_ROW_BLOCK",
 ]
@@ -33,13 +33,11 @@ def accumulate_class_sums(
     labels: npt.NDArray[np.int64],
     sums: npt.NDArray[np.float64],
     counts: npt.NDArray[np.int64],
+    row_offset: int | None = None,
 ) -> None: ...
 def means_from_sums(
     sums: npt.NDArray[np.float64], counts: npt.NDArray[np.int64], double: bool
 ) -> npt.NDArray[np.floating]: ...
-def nearest_neighbors(
-    queries: npt.NDArray[np.floating], pool: npt.NDArray[np.floating], k: int, metric: str
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]: ...
 def nearest_neighbors_from_dots(
     queries: npt.NDArray[np.floating],
     pool: npt.NDArray[np.floating],
@@ -58,7 +56,9 @@ def topk_scores(
     W: npt.NDArray[np.floating],
     b: npt.NDArray[np.floating] | None,
     k: int,
+    row_offset: int | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
+def max_threads() -> int: ...
 def _read_probe(x: npt.NDArray[np.floating]) -> float: ...

@@ -1,9 +1,10 @@
-"""Argument checks shared by the public entry points.
+"""Argument checks shared by the public entry points, and their exception type.
 
-Every check raises ``TypeError`` (wrong kind of object or dtype) or ``ValueError``
-(wrong shape or value) with a message that starts with the argument's name and
-says what was expected and what was found. Arrays are coerced at most once, and
-only when the kernels cannot take them as they are.
+Every check raises ``TypeError`` (wrong kind of object or dtype) or
+:class:`KernelError` (a ``ValueError``: wrong shape or value) with a message that
+starts with the argument's name and says what was expected and what was found.
+The Rust kernels raise the same :class:`KernelError`. Arrays are coerced at most
+once, and only when the kernels cannot take them as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +18,52 @@ import numpy as np
 from alphanet_fast._memory import as_array_or_path
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Largest integer each float dtype holds exactly, and every integer below it.
+_EXACT_INTEGERS = {np.dtype(np.float32): 2**24, np.dtype(np.float64): 2**53}
+
+
+class KernelError(ValueError):
+    """A bad argument to a kernel: a ``ValueError`` that names it.
+
+    Raised by the argument checks and by the Rust kernels alike, so callers can
+    tell which argument (and which row of it) was at fault without reading the
+    message.
+
+    Parameters
+    ----------
+    message : str
+        The whole message, starting with the argument's name.
+    argument : str or None
+        The public name of the argument at fault (``"features"``, ``"labels"``,
+        ``"k"``, ...); every error the package raises sets it (None only when
+        code elsewhere builds one from a message alone, ``KernelError(msg)``).
+    row : int or None
+        The first offending row (or entry, for a 1-d argument) in the caller's
+        numbering, or None where the fault is not in one row.
+
+    Examples
+    --------
+    >>> import numpy as np, alphanet_fast as af
+    >>> try:
+    ...     af.class_means(np.array([[1.0], [np.nan]]), [0, 0])
+    ... except af.KernelError as exc:
+    ...     print(exc.argument, exc.row)
+    features 1
+    """
+
+    def __init__(self, message: str, argument: str | None = None, row: int | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+        self.row = row
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable with its fields (Dask sends errors from workers to the client).
+        return (type(self), (str(self), self.argument, self.row))
+
+
+def fail(name: str, detail: str, row: int | None = None) -> KernelError:
+    """The :class:`KernelError` ``"{name}: {detail}"``, to be raised by the caller."""
+    return KernelError(f"{name}: {detail}", name, row)
 
 
 def _as_array(x: Any, name: str) -> np.ndarray:
@@ -27,16 +74,25 @@ def _as_array(x: Any, name: str) -> np.ndarray:
         try:
             return as_array_or_path(x)
         except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"{name}: cannot read {os.fspath(x)!r} as a .npy array ({exc})"
-            ) from exc
+            raise fail(name, f"cannot read {os.fspath(x)!r} as a .npy array ({exc})") from exc
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
-        x = x.detach().cpu().numpy()
+        x = _tensor_to_numpy(x, name)
     try:
         arr = np.asarray(x)
     except Exception as exc:  # pragma: no cover - numpy's own message is kept
         raise TypeError(f"{name}: cannot be read as an array ({exc})") from exc
     return arr
+
+
+def _tensor_to_numpy(t: Any, name: str) -> np.ndarray:
+    """A torch tensor as numpy; float types numpy lacks (bfloat16, float8) widen to float32."""
+    t = t.detach().cpu()
+    try:
+        return t.numpy()
+    except (TypeError, RuntimeError) as exc:
+        if t.is_floating_point():
+            return t.float().numpy()  # exact: every bfloat16/float8 value is a float32
+        raise TypeError(f"{name}: torch dtype {t.dtype} has no numpy equivalent ({exc})") from None
 
 
 def float_dtype_of(x: Any, name: str) -> np.dtype:
@@ -59,13 +115,18 @@ def float_matrix(
 ) -> np.ndarray:
     """A 2-d float32/float64 array, non-empty, copied only if its dtype must change."""
     arr = _as_array(x, name)
-    target = float_dtype_of(arr, name) if dtype is None else np.dtype(dtype)
+    natural = float_dtype_of(arr, name)  # also rejects complex and non-numeric dtypes
+    target = natural if dtype is None else np.dtype(dtype)
     if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-d array, found {arr.ndim}-d with shape {arr.shape}")
+        raise fail(name, f"expected a 2-d array, found {arr.ndim}-d with shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name}: expected a non-empty 2-d array, found shape {arr.shape}")
+        raise fail(name, f"expected a non-empty 2-d array, found shape {arr.shape}")
     if ncols is not None and arr.shape[1] != ncols:
-        raise ValueError(f"{name}: expected {ncols} columns, found shape {arr.shape}")
+        raise fail(name, f"expected {ncols} columns, found shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        _require_exact_in(arr, name, target)
+    elif arr.dtype.itemsize > target.itemsize:
+        _require_within(arr, name, target)
     if arr.dtype != target or not arr.dtype.isnative:
         arr = arr.astype(target.newbyteorder("="))
     elif not arr.flags.aligned:
@@ -75,14 +136,46 @@ def float_matrix(
     return arr
 
 
+def _require_exact_in(arr: np.ndarray, name: str, target: np.dtype) -> None:
+    """Integers must convert to ``target`` without rounding (weights stored as int64)."""
+    limit = _EXACT_INTEGERS[np.dtype(target)]
+    # Compared as integers: a float comparison would round 2**53 + 1 down first.
+    _reject_rows(
+        (arr > limit) | (arr < -limit),
+        name,
+        f"holds integers beyond {limit}, which {np.dtype(target).name} cannot represent "
+        f"exactly; pass a float array",
+    )
+
+
+def _require_within(arr: np.ndarray, name: str, target: np.dtype) -> None:
+    """Finite values must stay finite when narrowed to ``target`` (float64 to float32)."""
+    with np.errstate(invalid="ignore"):
+        over = np.isfinite(arr) & (np.abs(arr) > np.finfo(target).max)
+    detail = f"holds values beyond the {np.dtype(target).name} range it is computed in"
+    _reject_rows(over, name, f"{detail}; pass float64 inputs")
+
+
+def _reject_rows(bad: np.ndarray, name: str, detail: str) -> None:
+    """Raise ``"{name}: row R {detail}"`` for the first row R of ``bad`` holding True."""
+    rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
+    if rows.size:
+        row = int(rows[0])
+        raise fail(name, f"row {row} {detail}", row)
+
+
 def float_vector(x: Any, name: str, *, length: int, dtype: np.dtype) -> np.ndarray:
     """A contiguous 1-d float array of the given length and dtype."""
     arr = _as_array(x, name)
     float_dtype_of(arr, name)
     if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-d array, found {arr.ndim}-d with shape {arr.shape}")
+        raise fail(name, f"expected a 1-d array, found {arr.ndim}-d with shape {arr.shape}")
     if arr.shape[0] != length:
-        raise ValueError(f"{name}: expected {length} entries, found {arr.shape[0]}")
+        raise fail(name, f"expected {length} entries, found {arr.shape[0]}")
+    if arr.dtype.kind in "iu":
+        _require_exact_in(arr, name, np.dtype(dtype))
+    elif arr.dtype.itemsize > np.dtype(dtype).itemsize:
+        _require_within(arr, name, np.dtype(dtype))
     return np.require(arr, dtype=np.dtype(dtype).newbyteorder("="), requirements=["C", "A"])
 
 
@@ -98,7 +191,7 @@ def first_nonfinite_row(arr: np.ndarray) -> int | None:
 def require_finite(arr: np.ndarray, name: str) -> None:
     row = first_nonfinite_row(arr)
     if row is not None:
-        raise ValueError(f"{name}: row {row} contains NaN or infinity; all values must be finite")
+        raise fail(name, f"row {row} contains NaN or infinity; all values must be finite", row)
 
 
 def int_array(x: Any, name: str, *, ndim: int = 1) -> np.ndarray:
@@ -107,22 +200,28 @@ def int_array(x: Any, name: str, *, ndim: int = 1) -> np.ndarray:
     kind = arr.dtype.kind
     if kind == "b":
         raise TypeError(f"{name}: expected integers, found dtype bool")
-    if kind == "f":
-        if arr.size:
-            bad = np.flatnonzero(~np.isfinite(arr.ravel()) | (arr.ravel() != np.round(arr.ravel())))
-            if bad.size:
-                pos = int(bad[0]) // max(1, (arr.shape[1] if arr.ndim == 2 else 1))
-                value = arr.ravel()[bad[0]]
-                raise ValueError(f"{name}: entry {pos} is {value}, expected an integer")
-    elif kind not in "iu":
+    if kind not in "iuf":
         raise TypeError(f"{name}: expected integers, found dtype {arr.dtype}")
     if arr.ndim != ndim:
-        raise ValueError(
-            f"{name}: expected a {ndim}-d array, found {arr.ndim}-d with shape {arr.shape}"
-        )
+        raise fail(name, f"expected a {ndim}-d array, found {arr.ndim}-d with shape {arr.shape}")
+    if kind == "f":
+        _require_integral(arr, name)
     if kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name}: values beyond the int64 range")
+        row = int(np.flatnonzero((arr > np.iinfo(np.int64).max).reshape(len(arr), -1).any(1))[0])
+        raise fail(name, f"entry {row} is beyond the int64 range", row)
     return np.require(arr, dtype=np.int64, requirements=["C", "A"])
+
+
+def _require_integral(arr: np.ndarray, name: str) -> None:
+    """Float indices must be whole numbers inside the int64 range, checked before casting."""
+    # 2**63 is the first float beyond int64; every float below it in magnitude casts exactly.
+    arr = arr.astype(np.float64, copy=False)  # float16 cannot even hold the bound
+    bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= 2.0**63)
+    rows = np.flatnonzero(bad.reshape(len(arr), -1).any(axis=1)) if arr.size else []
+    if len(rows):
+        row = int(rows[0])
+        value = arr[row][bad[row]].flat[0] if arr.ndim > 1 else arr[row]
+        raise fail(name, f"entry {row} is {value}, expected an integer within the int64 range", row)
 
 
 def labels_array(
@@ -131,22 +230,22 @@ def labels_array(
     """Labels as contiguous int64, checked against the rows and the class count."""
     labels = int_array(y, name)
     if labels.shape[0] != n_rows:
-        raise ValueError(
-            f"{name}: expected {n_rows} labels (one per row of features), found {labels.shape[0]}"
+        raise fail(
+            name, f"expected {n_rows} labels (one per row of features), found {labels.shape[0]}"
         )
     negative = np.flatnonzero(labels < 0)
     if negative.size:
         i = int(negative[0])
-        raise ValueError(f"{name}: entry {i} is {labels[i]}, labels must be non-negative")
+        raise fail(name, f"entry {i} is {labels[i]}, labels must be non-negative", i)
     if n_classes is None:
         n_classes = int(labels.max()) + 1
     else:
-        n_classes = positive_int(n_classes, "n_classes")
+        n_classes = positive_int(n_classes, "n_classes", upper=np.iinfo(np.int64).max)
         over = np.flatnonzero(labels >= n_classes)
         if over.size:
             i = int(over[0])
-            raise ValueError(
-                f"{name}: entry {i} is {labels[i]}, expected an integer in [0, {n_classes})"
+            raise fail(
+                name, f"entry {i} is {labels[i]}, expected an integer in [0, {n_classes})", i
             )
     return labels, n_classes
 
@@ -159,5 +258,5 @@ def positive_int(value: Any, name: str, *, upper: int | None = None, what: str =
     if value < 1 or (upper is not None and value > upper):
         bound = f"[1, {upper}]" if upper is not None else ">= 1"
         suffix = f" ({what})" if what else ""
-        raise ValueError(f"{name}: expected an integer in {bound}{suffix}, found {value}")
+        raise fail(name, f"expected an integer in {bound}{suffix}, found {value}")
     return value

@@ -9,6 +9,7 @@ the GIL and run on a thread pool sized by ``ALPHANET_FAST_NUM_THREADS`` (or
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ import numpy as np
 from alphanet_fast import _core
 from alphanet_fast._memory import is_releasable, release_rows, row_chunks
 from alphanet_fast._validation import (
+    KernelError,
+    fail,
     float_dtype_of,
     float_matrix,
     float_vector,
@@ -25,6 +28,7 @@ from alphanet_fast._validation import (
 )
 
 __all__ = [
+    "KernelError",
     "class_means",
     "class_sums",
     "combine",
@@ -78,10 +82,14 @@ def class_means(
     ------
     TypeError
         Non-numeric or complex ``features``; non-integer ``labels`` dtype.
-    ValueError
-        Wrong ndim or empty ``features``; ``labels`` of the wrong length,
-        negative, out of range or not integral (first bad entry named);
-        NaN or infinity in ``features`` (first bad row named).
+    KernelError
+        (a ``ValueError``; ``.argument`` and ``.row`` name the culprit) Wrong
+        ndim or empty ``features``; ``labels`` of the wrong length, negative,
+        out of range or not integral (first bad entry named); NaN or infinity
+        in ``features`` (first bad row named); sums beyond float64.
+    MemoryError
+        ``n_classes x d`` sums larger than the machine's memory (checked
+        before allocating).
 
     Examples
     --------
@@ -104,19 +112,10 @@ def _streamed_sums(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.nda
     sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
     counts = np.zeros(n_classes, dtype=np.int64)
     for start, end in row_chunks(x):
-        try:
-            _core.accumulate_class_sums(x[start:end], y[start:end], sums, counts)
-        except ValueError as exc:
-            raise ValueError(_shift_row(str(exc), start)) from None
+        # row_offset: an error names the row of the whole array, not of the chunk.
+        _core.accumulate_class_sums(x[start:end], y[start:end], sums, counts, start)
         release_rows(x, start, end)
     return sums, counts
-
-
-def _shift_row(message: str, offset: int) -> str:
-    """Renumber 'row N' in a chunk's error message to the row of the whole array."""
-    import re
-
-    return re.sub(r"row (\d+)", lambda m: f"row {int(m.group(1)) + offset}", message, count=1)
 
 
 def class_sums(
@@ -173,10 +172,13 @@ def nearest_neighbors(
     ------
     TypeError
         Non-numeric or complex input; ``k`` not an integer.
-    ValueError
-        Wrong ndim, empty input, differing column counts, NaN or infinity
-        (first bad row named), ``k`` outside ``[1, m]``, unknown ``metric``,
-        a zero row with ``metric="cosine"``.
+    KernelError
+        (a ``ValueError``) Wrong ndim, empty input, differing column counts,
+        NaN or infinity (first bad row named), ``k`` outside ``[1, m]``,
+        unknown ``metric``, a zero row with ``metric="cosine"``, distances
+        beyond the dtype's range. Inputs of huge or tiny magnitude are not an
+        error: they are rescaled by powers of two (or, for float32, computed
+        in float64), which leaves the result exact.
 
     Examples
     --------
@@ -186,21 +188,71 @@ def nearest_neighbors(
     (array([[1, 0]]), array([[1., 5.]]))
     """
     if metric not in METRICS:
-        raise ValueError(f"metric: expected one of {METRICS}, found {metric!r}")
+        raise fail("metric", f"expected one of {METRICS}, found {metric!r}")
     dtype = np.promote_types(float_dtype_of(queries, "queries"), float_dtype_of(pool, "pool"))
     q = float_matrix(queries, "queries", dtype=dtype)
     p = float_matrix(pool, "pool", dtype=dtype)
     if p.shape[1] != q.shape[1]:
-        raise ValueError(f"pool: expected {q.shape[1]} columns (as queries), found shape {p.shape}")
+        raise fail("pool", f"expected {q.shape[1]} columns (as queries), found shape {p.shape}")
     k = positive_int(k, "k", upper=p.shape[0], what="rows of pool")
+    shift = _safe_exponent(q, p)
+    if shift is None:
+        return _neighbors_in_blocks(q, p, k, metric)
+    if dtype == np.float32:
+        # float64 holds every product of float32 values: the same neighbours and
+        # (rounded back) the same distances as the float32 path would give.
+        idx, dist = _neighbors_in_blocks(q.astype(np.float64), p.astype(np.float64), k, metric)
+    elif metric == "cosine":
+        # A row's scale does not change its cosine distances.
+        idx, dist = _neighbors_in_blocks(_rows_near_one(q), _rows_near_one(p), k, metric)
+    else:
+        # One power of two for both: exact, and distances scale by it exactly.
+        scaled = _neighbors_in_blocks(np.ldexp(q, -shift), np.ldexp(p, -shift), k, metric)
+        idx, dist = scaled[0], np.ldexp(scaled[1], shift)
+    with np.errstate(over="ignore"):
+        dist = dist.astype(dtype, copy=False)
+    bad = np.flatnonzero(~np.isfinite(dist).all(axis=1))
+    if bad.size:
+        row = int(bad[0])
+        raise KernelError(
+            f"queries: row {row}: distances exceed the {dtype.name} range; rescale the inputs",
+            "queries",
+            row,
+        )
+    return idx, dist
+
+
+#: Largest magnitude (a power of two) at which the dot products and float64
+#: distances of each dtype can neither overflow nor lose digits to underflow.
+_SAFE_MAGNITUDE = {np.dtype(np.float32): 40, np.dtype(np.float64): 400}
+
+
+def _safe_exponent(q: np.ndarray, p: np.ndarray) -> int | None:
+    """None when the inputs' magnitudes are safe, else the binary exponent of the largest."""
+    top = max(float(np.abs(q).max()), float(np.abs(p).max()))
+    if top == 0.0 or not np.isfinite(top):
+        return None  # the kernel reports non-finite rows and zero vectors itself
+    exponent = int(np.frexp(top)[1])
+    return None if abs(exponent) <= _SAFE_MAGNITUDE[q.dtype] else exponent
+
+
+def _rows_near_one(x: np.ndarray) -> np.ndarray:
+    """Each row divided by the power of two that brings its largest magnitude into [0.5, 1)."""
+    return np.ldexp(x, -np.frexp(np.abs(x).max(axis=1))[1][:, None])
+
+
+def _neighbors_in_blocks(
+    q: np.ndarray, p: np.ndarray, k: int, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
     # The dot products only propose candidates (the answer comes from float64
     # distances in Rust), so they can come from numpy's optimised BLAS, block
     # by block to bound memory.
     rows = max(1, _DOTS_BLOCK_BYTES // (p.shape[0] * p.itemsize))
-    parts = [
-        _core.nearest_neighbors_from_dots(q[i : i + rows], p, q[i : i + rows] @ p.T, k, metric)
-        for i in range(0, q.shape[0], rows)
-    ]
+    parts = []
+    for i in range(0, q.shape[0], rows):
+        with np.errstate(all="ignore"):  # an overflowed estimate is judged exactly in Rust
+            dots = q[i : i + rows] @ p.T
+        parts.append(_core.nearest_neighbors_from_dots(q[i : i + rows], p, dots, k, metric))
     if len(parts) == 1:
         return parts[0]
     return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
@@ -232,9 +284,11 @@ def combine(W: Any, targets: Any, neighbors: Any, alphas: Any) -> np.ndarray:
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError, KernelError
         Bad dtypes, shapes that disagree, indices out of ``[0, C)``, repeated
-        targets, NaN or infinity in ``W`` or ``alphas``.
+        targets, NaN or infinity in ``W`` or ``alphas``; a combined row
+        beyond ``W``'s dtype range (``argument="alphas"``, ``row`` the target
+        entry).
 
     Examples
     --------
@@ -248,15 +302,13 @@ def combine(W: Any, targets: Any, neighbors: Any, alphas: Any) -> np.ndarray:
     n = int_array(neighbors, "neighbors", ndim=2)
     a = float_matrix(alphas, "alphas", dtype=np.float64) if np.ndim(alphas) == 2 else None
     if a is None:
-        raise ValueError(f"alphas: expected a 2-d array, found shape {np.shape(alphas)}")
+        raise fail("alphas", f"expected a 2-d array, found shape {np.shape(alphas)}")
     if n.shape[0] != t.shape[0]:
-        raise ValueError(
-            f"neighbors: expected {t.shape[0]} rows (one per target), found shape {n.shape}"
+        raise fail(
+            "neighbors", f"expected {t.shape[0]} rows (one per target), found shape {n.shape}"
         )
     if a.shape != (t.shape[0], n.shape[1] + 1):
-        raise ValueError(
-            f"alphas: expected shape ({t.shape[0]}, {n.shape[1] + 1}), found {a.shape}"
-        )
+        raise fail("alphas", f"expected shape ({t.shape[0]}, {n.shape[1] + 1}), found {a.shape}")
     return _core.combine(w, t, np.ascontiguousarray(n), a)
 
 
@@ -287,9 +339,12 @@ def topk_scores(features: Any, W: Any, b: Any = None, k: int = 5) -> tuple[np.nd
 
     Raises
     ------
-    TypeError, ValueError
+    TypeError, KernelError
         Bad dtypes or shapes, NaN or infinity (first bad row named), ``k``
-        outside ``[1, C]``.
+        outside ``[1, C]``; scores that could exceed the dtype's range
+        (``argument="features"``).
+    MemoryError
+        An ``n x k`` result larger than the machine's memory.
 
     Examples
     --------
@@ -300,16 +355,13 @@ def topk_scores(features: Any, W: Any, b: Any = None, k: int = 5) -> tuple[np.nd
     x = float_matrix(features, "features")
     w = float_matrix(W, "W", dtype=x.dtype)
     if w.shape[1] != x.shape[1]:
-        raise ValueError(f"W: expected {x.shape[1]} columns (as features), found shape {w.shape}")
+        raise fail("W", f"expected {x.shape[1]} columns (as features), found shape {w.shape}")
     bias = None if b is None else float_vector(b, "b", length=w.shape[0], dtype=x.dtype)
     k = positive_int(k, "k", upper=w.shape[0], what="rows of W")
     if is_releasable(x):
         parts = []
         for start, end in row_chunks(x):
-            try:
-                parts.append(_core.topk_scores(x[start:end], w, bias, k))
-            except ValueError as exc:
-                raise ValueError(_shift_row(str(exc), start)) from None
+            parts.append(_core.topk_scores(x[start:end], w, bias, k, start))
             release_rows(x, start, end)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     return _core.topk_scores(x, w, bias, k)
@@ -326,7 +378,39 @@ def set_num_threads(n: int) -> None:
     The default comes from the environment variable ``ALPHANET_FAST_NUM_THREADS``,
     else ``RAYON_NUM_THREADS``, else the number of CPUs. Results do not depend
     on it. A process forked from one that used the kernels builds its own pool.
+
+    The pool never starts more than 4 threads per available CPU: more only adds
+    switching for these compute-bound kernels, and a typo such as ``10**6``
+    would spawn threads until the machine stalls. A larger ``n`` (or a larger
+    environment variable, when the pool is built) is lowered to that ceiling
+    with a ``RuntimeWarning``.
+
+    Parameters
+    ----------
+    n : int
+        Number of threads, ``>= 0``.
+
+    Raises
+    ------
+    KernelError
+        ``n`` negative or not an integer.
+
+    Examples
+    --------
+    >>> import alphanet_fast as af
+    >>> af.set_num_threads(1); af.get_num_threads()
+    1
+    >>> af.set_num_threads(0)
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n: expected a non-negative integer, found {n!r}")
+        raise fail("n", f"expected a non-negative integer, found {n!r}")
+    ceiling = _core.max_threads()
+    if n > ceiling:
+        warnings.warn(
+            f"n: {n} threads is more than the {ceiling} allowed (4 per available CPU); "
+            f"using {ceiling}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        n = ceiling
     _core.set_num_threads(int(n))
