@@ -21,6 +21,7 @@ use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
 use crate::real::Real;
+use crate::simd::Simd;
 use crate::validate::{first_non_finite_row, require_nonempty};
 
 /// Target size of the feature rows read per block.
@@ -85,7 +86,7 @@ unsafe fn add_stripe_avx512<T: Real>(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn add_stripe_avx2<T: Real>(
     block: ArrayView2<T>,
     labels: &[i64],
@@ -97,14 +98,16 @@ unsafe fn add_stripe_avx2<T: Real>(
     add_stripe_generic(block, labels, sums, d, c0, c1)
 }
 
-/// [`add_stripe_generic`] compiled for the widest vectors the CPU has. Each
-/// element still receives its rows one addition at a time, in row order.
+/// [`add_stripe_generic`] compiled for the vector level `simd` (which the CPU
+/// must have). Each element still receives its rows one addition at a time, in
+/// row order, so every level gives the same bits.
 ///
 /// # Safety
 /// `sums` must point to a `labels.len()`-independent table of at least
 /// `(max label + 1) x d` float64 that no other thread touches in columns
 /// `c0..c1`, and `c1 <= d == block.ncols()`.
 unsafe fn add_stripe<T: Real>(
+    simd: Simd,
     block: ArrayView2<T>,
     labels: &[i64],
     sums: SumsPtr,
@@ -112,16 +115,13 @@ unsafe fn add_stripe<T: Real>(
     c0: usize,
     c1: usize,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return add_stripe_avx512(block, labels, sums, d, c0, c1);
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return add_stripe_avx2(block, labels, sums, d, c0, c1);
-        }
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => add_stripe_avx512(block, labels, sums, d, c0, c1),
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => add_stripe_avx2(block, labels, sums, d, c0, c1),
+        _ => add_stripe_generic(block, labels, sums, d, c0, c1),
     }
-    add_stripe_generic(block, labels, sums, d, c0, c1)
 }
 
 /// A pointer to the sums table that tasks write through, each to a stripe of
@@ -211,6 +211,8 @@ pub fn accumulate_class_sums<T: Real>(
         counts[l as usize] += 1;
     }
 
+    // Chosen once per call: every stripe of every block runs the same loop.
+    let simd = Simd::current();
     let width = stripe_width(d, n_classes, rayon::current_num_threads());
     let stripes = d.div_ceil(width);
     let block_rows = (BLOCK_BYTES / (d * std::mem::size_of::<T>()).max(1)).max(1);
@@ -225,7 +227,7 @@ pub fn accumulate_class_sums<T: Real>(
             let c1 = (c0 + width).min(d);
             // SAFETY: columns c0..c1 of every row of `sums` belong to this task
             // alone, and every label was checked to be below n_classes.
-            unsafe { add_stripe(block, block_labels, sums_ptr, d, c0, c1) };
+            unsafe { add_stripe(simd, block, block_labels, sums_ptr, d, c0, c1) };
         });
         block_start = block_end;
     }
@@ -371,6 +373,33 @@ mod tests {
             .iter()
             .zip(plain.iter())
             .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+
+    #[test]
+    fn every_simd_level_gives_the_same_bits() {
+        let (n, d, c) = (3_000usize, 77usize, 9usize);
+        let mut seed = 5u64;
+        let x = Array2::from_shape_fn((n, d), |_| lcg(&mut seed) as f32 * 1e4);
+        let labels: Vec<i64> = (0..n).map(|i| ((i * 31) % c) as i64).collect();
+        let run = |simd: Simd| {
+            let mut sums = vec![0f64; c * d];
+            let ptr = SumsPtr(sums.as_mut_ptr());
+            for (c0, c1) in [(0, 16), (16, 64), (64, d)] {
+                // SAFETY: one thread, labels below c, c1 <= d.
+                unsafe { add_stripe(simd, x.view(), &labels, ptr, d, c0, c1) };
+            }
+            sums
+        };
+        let scalar = run(Simd::Scalar);
+        for level in [Simd::Avx2, Simd::Avx512] {
+            if level <= Simd::detected() {
+                let other = run(level);
+                assert!(scalar
+                    .iter()
+                    .zip(&other)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
     }
 
     #[test]
