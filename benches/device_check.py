@@ -25,7 +25,8 @@ iNaturalist-2018), with validation and default settings:
 Without CUDA the CUDA sections say ``"skipped"`` and the CPU sections still run;
 ``--device cpu`` runs the "device" side on the CPU too (what the test suite
 does, where both sides must agree bitwise). The JSON is rewritten after every
-shape, so a run cut short keeps what it finished.
+shape, so a run cut short keeps what it finished; after ``--budget-s`` seconds no
+further run starts (what is left says "skipped").
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="kernel timings: median of this many")
     p.add_argument("--device", default="cuda", help="the device to check against the CPU")
     p.add_argument("--alpha-tol", type=float, default=2e-3, help="largest alpha difference")
+    p.add_argument(
+        "--budget-s", type=float, default=330, help="start no further run after this many seconds"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.shapes, args.epochs, args.repeats = "small", 3, 1
@@ -207,6 +211,10 @@ def check_shape(shape: str, data: dict, args, device: str | None) -> dict:
         return out
     for precision in PRECISIONS:
         name = f"{device}_{precision}"
+        if time.perf_counter() > args.deadline:
+            out["runs"][name] = "skipped: over --budget-s"
+            print(f"[{shape}] {name}: skipped, over --budget-s", flush=True)
+            continue
         res, out["runs"][name] = run_correct(data, device, full, precision)
         _show(shape, name, out["runs"][name])
         if cpu_epochs != full:
@@ -330,11 +338,24 @@ def environment(device: str | None) -> dict:
     return env
 
 
+def check_all(shape: str, args, device: str | None) -> dict:
+    """Data, correct() runs, agreement and kernels of one shape."""
+    t = time.perf_counter()
+    data = make_data(shape)
+    entry = {"data_s": round(time.perf_counter() - t, 2)}
+    entry.update(check_shape(shape, data, args, device))
+    entry["kernels"] = kernels(data, device or "cpu", args.repeats)
+    if device is None:
+        entry["kernels"]["note"] = "no CUDA: the peer is torch on the CPU"
+    return entry
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
 
     t0 = time.perf_counter()
+    args.deadline = t0 + args.budget_s
     device: str | None = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = None
@@ -343,15 +364,10 @@ def main(argv: list[str] | None = None) -> dict:
     if device is None:
         print("CUDA: skipped (torch sees no CUDA device); CPU sections only", flush=True)
     for shape in args.shapes:
-        t = time.perf_counter()
-        data = make_data(shape)
-        entry = {"data_s": round(time.perf_counter() - t, 2)}
-        entry.update(check_shape(shape, data, args, device))
-        entry["kernels"] = kernels(data, device or "cpu", args.repeats)
-        if device is None:
-            entry["kernels"]["note"] = "no CUDA: the peer is torch on the CPU"
-        result["shapes"][shape] = entry
-        del data
+        if time.perf_counter() > args.deadline:
+            result["shapes"][shape] = "skipped: over --budget-s"
+        else:
+            result["shapes"][shape] = check_all(shape, args, device)
         result["elapsed_s"] = round(time.perf_counter() - t0, 1)
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

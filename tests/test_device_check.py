@@ -56,3 +56,8 @@ def test_unknown_shape_is_refused(device_check, capsys):
     with pytest.raises(SystemExit):
         device_check.main(["--shapes", "small,cifar"])
     assert "cifar" in capsys.readouterr().err
+
+
+def test_nothing_starts_after_the_time_budget(device_check, tmp_path):
+    result = device_check.main(["--quick", "--budget-s", "0", "--out", str(tmp_path / "r.json")])
+    assert result["shapes"] == {"small": "skipped: over --budget-s"}
