@@ -333,7 +333,9 @@ def environment(device: str | None) -> dict:
     if device and device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
         t = time.perf_counter()
-        torch.zeros(1, device=device).sum().item()  # the CUDA context, timed apart
+        # The CUDA context and cuBLAS handle, timed apart from every run.
+        ones = torch.ones((64, 64), device=device)
+        (ones @ ones).sum().item()
         env["cuda_init_s"] = round(time.perf_counter() - t, 3)
     return env
 
