@@ -9,6 +9,12 @@ of the issue with ``ALPHANET_FAST_FULL_BENCH=1``:
     ALPHANET_FAST_FULL_BENCH=1 python -m pytest benches/test_bench_kernels.py \
         --benchmark-columns=median,iqr --benchmark-sort=name
 
+``alphanet_fast_avx2`` is the same call with ``ALPHANET_FAST_SIMD=avx2``, so an
+AVX-512 machine measures both paths in one run; the session header names the
+CPU, its vector extensions and the BLAS. Peers are called as users write them
+(float32 ``index_add_`` and scipy CSR); ``test_class_means_accuracy`` prints
+how far each is from the exact float64 means.
+
 faiss-cpu's bundled OpenBLAS falls back to a generic kernel on some CPUs unless
 ``OPENBLAS_CORETYPE`` is set for its process (e.g. ``SkylakeX``); run the
 benchmarks both ways and compare against the faster.
@@ -16,6 +22,7 @@ benchmarks both ways and compare against the faster.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import alphanet_fast as af
@@ -50,11 +57,12 @@ def means_data(request):
 
 
 def means_torch(x, y, c):
+    """Float32 ``index_add_``, as users write it (no float64 copy of the features)."""
     import torch
 
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    sums = torch.zeros((c, x.shape[1]), dtype=torch.float64)
-    sums.index_add_(0, yt, xt.double())
+    sums = torch.zeros((c, x.shape[1]), dtype=torch.float32)
+    sums.index_add_(0, yt, xt)
     counts = torch.bincount(yt, minlength=c)
     return (sums / counts[:, None]).numpy()
 
@@ -76,8 +84,26 @@ def means_numpy(x, y, c):
     return sums / np.diff(np.r_[starts, len(ys)])[:, None]
 
 
+def simd(level, fn):
+    """``fn`` with the kernels' inner loops forced to ``level`` (read at every call)."""
+
+    def call(*args):
+        old = os.environ.get("ALPHANET_FAST_SIMD")
+        os.environ["ALPHANET_FAST_SIMD"] = level
+        try:
+            return fn(*args)
+        finally:
+            if old is None:
+                del os.environ["ALPHANET_FAST_SIMD"]
+            else:
+                os.environ["ALPHANET_FAST_SIMD"] = old
+
+    return call
+
+
 MEANS_IMPLS = {
     "alphanet_fast": lambda x, y, c: af.class_means(x, y, c)[0],
+    "alphanet_fast_avx2": simd("avx2", lambda x, y, c: af.class_means(x, y, c)[0]),
     "read_probe": lambda x, y, c: _core._read_probe(x),
     "torch_index_add": means_torch,
     "scipy_csr": means_scipy,
@@ -94,6 +120,22 @@ def test_class_means(benchmark, means_data, impl):
     if impl != "read_probe":
         ref = af.class_means(x, y, c)[0]
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    if impl.startswith("alphanet_fast"):
+        np.testing.assert_array_equal(out, af.class_means(x, y, c)[0])  # every path, same bits
+
+
+def test_class_means_accuracy(means_data):
+    """Largest error of each float32 method against the exact float64 means, printed."""
+    x, y, c = means_data
+    sums, counts = af.class_sums(x, y, c)
+    exact = sums / counts[:, None]
+    errors = {
+        impl: float(np.max(np.abs(MEANS_IMPLS[impl](x, y, c) - exact)))
+        for impl in ("alphanet_fast", "torch_index_add", "scipy_csr")
+    }
+    print(f"\nclass_means max abs error vs float64 means {x.shape} C={c}: {errors}")
+    # Ours rounds the exact float64 mean once, to float32: within half an ulp.
+    assert errors["alphanet_fast"] <= np.max(np.abs(exact)) * 2.0**-24
 
 
 @pytest.fixture(scope="module", params=NN_SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -146,6 +188,9 @@ def nn_sklearn(q, p, k, metric):
 
 NN_IMPLS = {
     "alphanet_fast": lambda q, p, k, metric: af.nearest_neighbors(q, p, k, metric)[0],
+    "alphanet_fast_avx2": simd(
+        "avx2", lambda q, p, k, metric: af.nearest_neighbors(q, p, k, metric)[0]
+    ),
     "faiss_flat": nn_faiss,
     "numpy_expand_argpartition": nn_numpy,
     "torch_cdist_topk": nn_torch,
@@ -228,6 +273,7 @@ def topk_torch(x, w, b, k):
 
 TOPK_IMPLS = {
     "alphanet_fast": lambda x, w, b, k: af.topk_scores(x, w, b, k)[0],
+    "alphanet_fast_avx2": simd("avx2", lambda x, w, b, k: af.topk_scores(x, w, b, k)[0]),
     "torch_addmm_topk": topk_torch,
 }
 

@@ -16,6 +16,7 @@ pub mod pool;
 pub mod probe;
 pub mod real;
 mod select;
+pub mod simd;
 pub mod topk;
 mod validate;
 
