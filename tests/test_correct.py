@@ -172,7 +172,7 @@ def _bad_calls():
         ((x, y, W, b), {"val": (vx, vy[:-2])}, ValueError, r"val\[1\] \(labels\): expected"),
         ((x, y, W, b), {"val": vx}, TypeError, r"val: expected a \(features, labels\) pair"),
         ((x, y, W, b), {"metric": "manhattan"}, ValueError, "metric: expected one of"),
-        ((x, y, W, b), {"k": 0}, ValueError, "k: expected an integer in"),
+        ((x, y, W, b), {"k": 0}, ValueError, "k: expected an integer >= 1"),
         ((x, y, W, b), {"k": 2.5}, TypeError, "k: expected an integer"),
         ((x, y, W, b), {"rho": -1}, ValueError, "rho: expected a finite number >= 0"),
         ((x, y, W, b), {"lr": 0}, ValueError, "lr: expected a finite number > 0"),

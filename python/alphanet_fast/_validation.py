@@ -256,7 +256,7 @@ def positive_int(value: Any, name: str, *, upper: int | None = None, what: str =
         raise TypeError(f"{name}: expected an integer, found {type(value).__name__} {value!r}")
     value = int(value)
     if value < 1 or (upper is not None and value > upper):
-        bound = f"[1, {upper}]" if upper is not None else ">= 1"
+        bound = f"in [1, {upper}]" if upper is not None else ">= 1"
         suffix = f" ({what})" if what else ""
-        raise fail(name, f"expected an integer in {bound}{suffix}, found {value}")
+        raise fail(name, f"expected an integer {bound}{suffix}, found {value}")
     return value

@@ -14,7 +14,7 @@ Examples
 >>> Settings(k=0)
 Traceback (most recent call last):
 ...
-ValueError: k: expected an integer in >= 1, found 0
+ValueError: k: expected an integer >= 1, found 0
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from alphanet_fast._validation import positive_int
 
 __all__ = ["METRICS", "FEW_BELOW", "MANY_ABOVE", "Settings", "knob"]
 
@@ -45,7 +43,11 @@ def _is_int(value: Any) -> bool:
 
 def check_positive_int(value: Any, name: str) -> int:
     """``value`` as a Python int >= 1 (TypeError for a non-integer, ValueError below 1)."""
-    return positive_int(value, name)
+    if not _is_int(value):
+        raise TypeError(f"{name}: expected an integer, found {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, found {value}")
+    return int(value)
 
 
 def check_count(value: Any, name: str) -> int:
