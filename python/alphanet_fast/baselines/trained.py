@@ -12,7 +12,8 @@ copied whole), scored once, and dropped. Gradients are written out by hand
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,27 @@ from alphanet_fast.baselines._common import BaselineResult, Inputs, check_inputs
 from alphanet_fast.baselines._sampling import balanced_rows
 
 __all__ = ["crt", "lws"]
+
+# Torch's intra-op threads wait for each other at every op; right after a Rust kernel
+# (whose pool threads spin briefly) or beside another process, a 2-thread step stalls.
+# Measured in compare() on a shared 2-core machine: cRT 4.7 s on two threads, 0.15 s
+# on one. One thread also makes the result independent of the thread count.
+LOOP_THREADS = 1
+
+
+@contextmanager
+def _one_thread(dev: torch.device) -> Iterator[None]:
+    """Torch on ``LOOP_THREADS`` threads (CPU) and full-precision matmuls; restored after."""
+    prev_threads = torch.get_num_threads()
+    prev_precision = torch.get_float32_matmul_precision()
+    try:
+        if dev.type == "cpu":
+            torch.set_num_threads(LOOP_THREADS)
+        torch.set_float32_matmul_precision("highest")
+        yield
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.set_float32_matmul_precision(prev_precision)
 
 
 def _device(device: Any) -> torch.device:
@@ -174,8 +196,8 @@ def lws(
     device : str, default "auto"
         CUDA when torch sees one.
     seed : int, default 0
-        Seeds the draws. Same seed and device: same result (on the CPU, for a
-        given torch thread count).
+        Seeds the draws. Same seed and device: same result (torch runs on one
+        CPU thread for the call, restored afterwards).
 
     Returns
     -------
@@ -212,7 +234,8 @@ def lws(
         loss, g = _softmax_minus_onehot(z * scales, yb)
         return loss, [(g * z).sum(0)]
 
-    losses = _fit(inp, recipe, dev, [scales], grads, [True])
+    with _one_thread(dev):
+        losses = _fit(inp, recipe, dev, [scales], grads, [True])
     s = scales.cpu().double().numpy()
     dtype = inp.W.dtype
     return BaselineResult(
@@ -306,7 +329,8 @@ def crt(
         loss, g = _softmax_minus_onehot(torch.addmm(bn, xb, Wn.T), yb)
         return loss, [g.T @ xb, g.sum(0)]
 
-    losses = _fit(inp, recipe, dev, [Wn, bn], grads, [True, False])
+    with _one_thread(dev):
+        losses = _fit(inp, recipe, dev, [Wn, bn], grads, [True, False])
     dtype = inp.W.dtype
     return BaselineResult(
         method="crt",
