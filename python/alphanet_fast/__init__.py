@@ -21,7 +21,8 @@ from alphanet_fast.result import AlphaNetResult, load_result
 from alphanet_fast.splits import Splits, splits_from_counts
 
 if TYPE_CHECKING:
-    from alphanet_fast import datasets
+    from alphanet_fast import baselines, datasets
+    from alphanet_fast.comparison import ComparisonReport, compare
     from alphanet_fast.training import correct
 
 
@@ -33,10 +34,15 @@ def __getattr__(name: str) -> Any:
         from alphanet_fast.training import correct
 
         return correct
-    if name == "datasets":
+    if name in ("datasets", "baselines"):
         import importlib
 
-        return importlib.import_module("alphanet_fast.datasets")
+        return importlib.import_module(f"alphanet_fast.{name}")
+    if name in ("compare", "ComparisonReport"):
+        # The comparison imports torch only when it trains (LWS, cRT, AlphaNet).
+        from alphanet_fast import comparison
+
+        return getattr(comparison, name)
     raise AttributeError(f"module 'alphanet_fast' has no attribute {name!r}")
 
 
@@ -45,7 +51,10 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "AlphaNetResult",
+    "ComparisonReport",
     "Splits",
+    "baselines",
+    "compare",
     "correct",
     "datasets",
     "load_result",
