@@ -430,7 +430,8 @@ def _alphanet_rows(
     an_opts = {"progress": False, "device": device, **an_opts}
     for base in alphanet_on:
         for rho in rhos:
-            row = ComparisonRow(f"{_LABELS[base]} + AlphaNet (rho={rho:g})", "alphanet", base, rho)
+            label = "plain" if base == "plain" else _LABELS[base]
+            row = ComparisonRow(f"{label} + AlphaNet (rho={rho:g})", "alphanet", base, rho)
             for (Wb, bb), s in zip(bases[base], seed_list):
                 start = time.perf_counter()
                 with warnings.catch_warnings():
