@@ -107,9 +107,7 @@ def test_tau_selection_equals_brute_force_loop(seed):
     log_pi = np.log(np.bincount(y, minlength=W.shape[0]) / y.size)
     taus = list(DEFAULT_TAUS)
     res = tau_norm(x, y, W, b, val=val)
-    tau, accs = _brute_choice(
-        lambda t: (W / norms[:, None] ** t, b / norms**t), *val, taus
-    )
+    tau, accs = _brute_choice(lambda t: (W / norms[:, None] ** t, b / norms**t), *val, taus)
     assert res.settings["tau"] == tau
     np.testing.assert_allclose(res.settings["val_accuracy"], accs)
     res = logit_adjust(x, y, W, b, val=val)
@@ -228,8 +226,11 @@ def test_importing_baselines_does_not_import_torch():
         (lambda x, y, W, b, v: tau_norm(x, y, W, b, tau="1"), TypeError, "^tau:"),
         (lambda x, y, W, b, v: tau_norm(x, y, W, b, tau=1, bias="x"), ValueError, "^bias:"),
         (lambda x, y, W, b, v: logit_adjust(x, y, W, b, tau=math.nan), ValueError, "^tau:"),
-        (lambda x, y, W, b, v: logit_adjust(x, y, W, b, val=(v[0][:, :2], v[1])), ValueError,
-         r"^val\[0\]"),
+        (
+            lambda x, y, W, b, v: logit_adjust(x, y, W, b, val=(v[0][:, :2], v[1])),
+            ValueError,
+            r"^val\[0\]",
+        ),
         (lambda x, y, W, b, v: ncm(x, y, W, b, metric="l1"), ValueError, "^metric:"),
         (lambda x, y, W, b, v: ncm(x, y, W, b, cl2n=1), TypeError, "^cl2n:"),
         (lambda x, y, W, b, v: ncm(x, y, W[:, :2], b), ValueError, "^features:"),
@@ -253,3 +254,21 @@ def test_class_without_samples_is_a_named_error():
     for fn in (ncm, lambda *a: logit_adjust(*a, tau=1.0)):
         with pytest.raises(ValueError, match="^labels: class 3 has no training samples"):
             fn(x[keep], y[keep], W, b)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "alphanet_fast.baselines.closed_form",
+        "alphanet_fast.baselines.trained",
+        "alphanet_fast.comparison",
+    ],
+)
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(name)
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    result = doctest.testmod(module, optionflags=flags, verbose=False, report=True)
+    assert result.attempted > 0 and result.failed == 0

@@ -49,9 +49,7 @@ def test_permuting_test_labels_changes_no_choice(data):
         assert ra.settings == rb.settings  # tau, AlphaNet's best epoch, ...
         assert [v.accuracy for v in ra.val] == [v.accuracy for v in rb.val]
     # The test set did change: only what is reported on it moved.
-    assert any(
-        ra.test[0].accuracy != rb.test[0].accuracy for ra, rb in zip(a.rows, b.rows)
-    )
+    assert any(ra.test[0].accuracy != rb.test[0].accuracy for ra, rb in zip(a.rows, b.rows))
 
 
 @pytest.mark.parametrize("criterion", ["overall", "few", {"few": 0.3, "overall": 0.7}])
@@ -164,8 +162,6 @@ def test_compare_command(data, tmp_path, capsys):
         "plain (given)", "tau-norm", "NCM", "plain + AlphaNet (rho=0.5)",
     ]  # fmt: skip
     assert (tmp_path / "plots" / "tradeoff.png").stat().st_size > 0
-    args = _parser().parse_args(
-        ["compare", str(tmp_path / "train.npz"), str(tmp_path / "clf.npz")]
-    )
+    args = _parser().parse_args(["compare", str(tmp_path / "train.npz"), str(tmp_path / "clf.npz")])
     with pytest.raises(ValueError, match="compare needs --val"):
         args.func(args)

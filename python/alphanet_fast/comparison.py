@@ -197,7 +197,9 @@ def _criterion(criterion: Any) -> dict[str, float]:
 
 def _names(value: Any, name: str, allowed: Sequence[str]) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (Sequence, tuple)):
-        raise TypeError(f"{name}: expected a sequence of names from {tuple(allowed)}, found {value!r}")
+        raise TypeError(
+            f"{name}: expected a sequence of names from {tuple(allowed)}, found {value!r}"
+        )
     for v in value:
         if v not in allowed:
             raise ValueError(f"{name}: unknown method {v!r}, expected one of {tuple(allowed)}")
@@ -437,9 +439,7 @@ def _alphanet_rows(
                 with warnings.catch_warnings():
                     # "no class is few": the row is then its base, which the table shows.
                     warnings.simplefilter("ignore", UserWarning)
-                    res = correct(
-                        sets.x, sets.y, Wb, bb, val=sets.val, rho=rho, seed=s, **an_opts
-                    )
+                    res = correct(sets.x, sets.y, Wb, bb, val=sets.val, rho=rho, seed=s, **an_opts)
                 row.seconds += time.perf_counter() - start
                 row.settings.append({**res.config, "best_epoch": res.best_epoch})
                 sets.evaluate_into(row, res.W, res.b)

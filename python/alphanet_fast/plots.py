@@ -364,13 +364,12 @@ def plot_tradeoff(
     for i, (name, reps) in enumerate(points.items()):
         few = np.array([r.accuracy[k]["few"] for r in reps]) * 100
         overall = np.array([r.accuracy[k]["overall"] for r in reps]) * 100
-        std = (lambda v: v.std(ddof=1) if v.size > 1 else 0.0)  # noqa: E731
         marked = name == highlight
         ax.errorbar(
             few.mean(),
             overall.mean(),
-            xerr=std(few),
-            yerr=std(overall),
+            xerr=_sample_std(few),
+            yerr=_sample_std(overall),
             marker="*" if marked else "o",
             markersize=14 if marked else 7,
             color="#c0392b" if marked else f"C{i % 10}",
@@ -384,3 +383,7 @@ def plot_tradeoff(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
+
+
+def _sample_std(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0

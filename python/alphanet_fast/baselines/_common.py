@@ -58,10 +58,15 @@ class FeatureTransform:
 
 
 def cl2n_rows(block: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """Rows centred on ``center`` and scaled to unit L2 norm (zero rows stay zero), float64."""
-    z = np.asarray(block, dtype=np.float64) - center
+    """Rows centred on ``center`` and scaled to unit L2 norm (zero rows stay zero).
+
+    In the block's float dtype: float32 rows stay float32 (their sums are still
+    accumulated in float64 by the class-sums kernel).
+    """
+    z = np.asarray(block)
+    z = z - center.astype(z.dtype if z.dtype == np.float32 else np.float64)
     norms = np.sqrt(np.einsum("ij,ij->i", z, z))
-    z /= np.where(norms > 0, norms, 1.0)[:, None]
+    z /= np.where(norms > 0, norms, 1)[:, None]
     return z
 
 
@@ -108,9 +113,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in np.asarray(value).tolist()] if isinstance(
-            value, np.ndarray
-        ) else [_plain(v) for v in value]
+        return (
+            [_plain(v) for v in np.asarray(value).tolist()]
+            if isinstance(value, np.ndarray)
+            else [_plain(v) for v in value]
+        )
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -175,9 +182,7 @@ def grid(values: Any, name: str) -> np.ndarray:
     return out
 
 
-def score_blocks(
-    x: np.ndarray, W: np.ndarray
-) -> Iterator[tuple[int, int, np.ndarray]]:
+def score_blocks(x: np.ndarray, W: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
     """``(start, end, x[start:end] @ W.T)`` block by block, in ``W``'s dtype.
 
     Each row is scored once; a block holds about ``SCORE_BLOCK_BYTES`` of scores.

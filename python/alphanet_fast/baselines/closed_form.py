@@ -39,7 +39,7 @@ def _cl2n_means(inp: Inputs, center: np.ndarray) -> np.ndarray:
     """Class means of the cl2n-transformed training rows, streamed in chunks."""
     n_classes = inp.W.shape[0]
     sums = np.zeros((n_classes, inp.x.shape[1]))
-    for start, end in row_chunks(inp.x, 32 << 20):
+    for start, end in row_chunks(inp.x, 8 << 20):
         z = cl2n_rows(inp.x[start:end], center)
         sums += class_sums(z, inp.y[start:end], n_classes)[0]
         release_rows(inp.x, start, end)
