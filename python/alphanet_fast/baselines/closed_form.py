@@ -231,11 +231,11 @@ def tau_norm(
         raise ValueError(f"bias: expected 'scale' or 'keep', found {bias!r}")
     inp = check_inputs(features, labels, W, b)
     norms = np.linalg.norm(inp.W.astype(np.float64), axis=1)
-    log_norms = np.log(np.where(norms > 0, norms, 1.0))
+    safe_norms = np.where(norms > 0, norms, 1.0)
     b64 = inp.b.astype(np.float64)
 
     def factors(values: np.ndarray) -> np.ndarray:
-        return np.exp(-np.outer(values, log_norms))
+        return safe_norms[None, :] ** -values[:, None]
 
     def candidates(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f = factors(values)
