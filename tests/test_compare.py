@@ -165,3 +165,13 @@ def test_compare_command(data, tmp_path, capsys):
     args = _parser().parse_args(["compare", str(tmp_path / "train.npz"), str(tmp_path / "clf.npz")])
     with pytest.raises(ValueError, match="compare needs --val"):
         args.func(args)
+
+
+def test_demo_comparison_writes_table_plot_and_json(tmp_path, capsys):
+    d = make_long_tail("small", seed=0, n_classes=40)
+    report = _compare_cli.run_demo(d, tmp_path / "out", seeds=1, device="cpu")
+    out = capsys.readouterr().out
+    assert "Which post-hoc fix to ship" in out and report.recommended in out
+    saved = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert saved["recommended"] == report.recommended
+    assert (tmp_path / "out" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
