@@ -87,8 +87,9 @@ def test_the_ordering_the_literature_reports(data):
     """cRT, LWS and tau-norm raise few-split accuracy; AlphaNet on cRT (rho 0.5) raises it more.
 
     Margins seen on the small profile, data seeds 0 and 1, two training seeds:
-    tau-norm +6/+5, LWS +8/+8, cRT +17/+15 points over the plain classifier, and
-    AlphaNet on cRT +11/+9 over cRT; the thresholds below are about a third of those.
+    tau-norm +6.1/+4.4, LWS +8.0/+9.7, cRT +12.7/+14.9 points over the plain
+    classifier, and AlphaNet on cRT +6.9/+6.4 over cRT; the thresholds below are
+    about half of the smallest.
     """
     rep = _run(
         data, methods=("tau_norm", "lws", "crt"), alphanet_on=("crt",), alphanet_options=None

@@ -263,6 +263,7 @@ def crt(
     samples_per_epoch: int | None = None,
     lr: float = 0.2,
     weight_decay: float = 5e-4,
+    init: str = "random",
     val: tuple[Any, Any] | None = None,
     device: Any = "auto",
     seed: int = 0,
@@ -273,8 +274,9 @@ def crt(
     ``Linear(d, C)`` (torch's default initialisation, uniform in
     ``+-1/sqrt(d)``, from ``seed``), trained with softmax cross-entropy on
     class-balanced draws, SGD with momentum 0.9, weight decay on the weights,
-    a cosine schedule, 10 epochs of ``n`` draws in batches of 512. The given
-    ``W`` and ``b`` set only the shape and dtype.
+    a cosine schedule, 10 epochs of ``n`` draws in batches of 512. With
+    ``init="given"`` the layer starts from ``W`` and ``b`` instead (class-balanced
+    fine-tuning), which needs far fewer steps on high-dimensional features.
 
     Parameters
     ----------
@@ -290,6 +292,9 @@ def crt(
     lr : float, default 0.2
         Peak learning rate, cosine-annealed to 0 over all steps.
     weight_decay : float, default 5e-4
+    init : {"random", "given"}, default "random"
+        Start from torch's default initialisation (the paper's recipe) or from
+        the given ``W`` and ``b``.
     val : (features, labels), optional
         Checked, not used (the last epoch is returned).
     device : str, default "auto"
@@ -315,6 +320,8 @@ def crt(
     >>> res.W.dtype == data.W.dtype
     True
     """
+    if init not in ("random", "given"):
+        raise ValueError(f"init: expected 'random' or 'given', found {init!r}")
     inp = _prepare(features, labels, W, b, val)
     recipe = _recipe(
         inp, epochs=epochs, batch_size=batch_size, samples_per_epoch=samples_per_epoch,
@@ -322,7 +329,11 @@ def crt(
     )  # fmt: skip
     dev = _device(device)
     n_classes, d = inp.W.shape
-    Wn, bn = init_linear(n_classes, d, recipe["seed"])
+    if init == "random":
+        Wn, bn = init_linear(n_classes, d, recipe["seed"])
+    else:
+        Wn = torch.tensor(inp.W, dtype=torch.float32)
+        bn = torch.tensor(inp.b, dtype=torch.float32)
     Wn, bn = Wn.to(dev), bn.to(dev)
 
     def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
@@ -336,7 +347,7 @@ def crt(
         method="crt",
         W=np.ascontiguousarray(Wn.cpu().numpy(), dtype=dtype),
         b=bn.cpu().numpy().astype(dtype),
-        settings={**recipe, "device": str(dev), "init": "torch Linear default"},
+        settings={**recipe, "device": str(dev), "init": init},
         history={"loss": losses},
     )
 
