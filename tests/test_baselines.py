@@ -189,6 +189,16 @@ def test_crt_equals_naive_torch_recipe():
     assert len(res.history["loss"]) == epochs
 
 
+def test_crt_from_the_given_classifier_starts_there():
+    x, y, W, b, _ = _problem(dtype=np.float32)
+    kw = dict(epochs=1, samples_per_epoch=64, batch_size=64, device="cpu", weight_decay=0.0)
+    still = crt(x, y, W, b, init="given", lr=1e-12, **kw)
+    np.testing.assert_allclose(still.W, W, rtol=1e-6)
+    np.testing.assert_allclose(still.b, b, rtol=1e-6)
+    moved = crt(x, y, W, b, init="given", lr=0.1, **kw)
+    assert not np.allclose(moved.W, W) and moved.settings["init"] == "given"
+
+
 def test_trained_methods_read_memory_maps_and_paths_alike(tmp_path):
     x, y, W, b, _ = _problem(dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
@@ -238,6 +248,7 @@ def test_importing_baselines_does_not_import_torch():
         (lambda x, y, W, b, v: lws(x, y, W, b, epochs=0), ValueError, "^epochs:"),
         (lambda x, y, W, b, v: crt(x, y, W, b, lr=-1.0), ValueError, "^lr:"),
         (lambda x, y, W, b, v: crt(x, y, W, b, device="tpu"), ValueError, "^device:"),
+        (lambda x, y, W, b, v: crt(x, y, W, b, init="zeros"), ValueError, "^init:"),
         (lambda x, y, W, b, v: crt(x, y, W, b[:2]), ValueError, "^b:"),
         (lambda x, y, W, b, v: lws(x, y, W, b, seed=-1), ValueError, "^seed:"),
     ],
