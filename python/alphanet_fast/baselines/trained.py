@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,17 +33,63 @@ __all__ = ["crt", "lws"]
 LOOP_THREADS = 1
 
 
+# Rows (of the batch, or of the gradient's classes) per piece when a product is spread
+# over Python workers: fixed, so the result does not depend on how many workers there are.
+SCORE_PIECE_ROWS = 256
+
+
+class _Scorer:
+    """``b + x @ W.T`` for a batch, in fixed row pieces shared by Python workers.
+
+    Each worker runs a one-thread torch product on the next piece when free, so a
+    core held by another process delays only its piece (torch's own threads would
+    wait for each other at every op). On CUDA, one product.
+    """
+
+    def __init__(self, workers: int, dev: torch.device) -> None:
+        self._pool = ThreadPoolExecutor(workers) if dev.type == "cpu" and workers > 1 else None
+
+    def _pieces(self, n: int, run: Callable[[int, int], object]) -> None:
+        spans = [(s, min(s + SCORE_PIECE_ROWS, n)) for s in range(0, n, SCORE_PIECE_ROWS)]
+        assert self._pool is not None
+        list(self._pool.map(lambda span: run(*span), spans))
+
+    def __call__(self, x: torch.Tensor, Wt: torch.Tensor, bt: torch.Tensor) -> torch.Tensor:
+        if self._pool is None:
+            return torch.addmm(bt, x, Wt.T)
+        out = torch.empty(x.shape[0], Wt.shape[0], dtype=x.dtype)
+        self._pieces(x.shape[0], lambda s, e: torch.addmm(bt, x[s:e], Wt.T, out=out[s:e]))
+        return out
+
+    def grad_weights(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``g.T @ x`` in fixed pieces of classes (each row summed over the whole batch)."""
+        if self._pool is None:
+            return g.T @ x
+        out = torch.empty(g.shape[1], x.shape[1], dtype=x.dtype)
+        self._pieces(g.shape[1], lambda s, e: torch.mm(g[:, s:e].T, x, out=out[s:e]))
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
 @contextmanager
-def _one_thread(dev: torch.device) -> Iterator[None]:
-    """Torch on ``LOOP_THREADS`` threads (CPU) and full-precision matmuls; restored after."""
+def _one_thread(dev: torch.device) -> Iterator[_Scorer]:
+    """Torch on ``LOOP_THREADS`` threads (CPU) and full-precision matmuls; restored after.
+
+    Yields a :class:`_Scorer` with as many workers as torch had threads before.
+    """
     prev_threads = torch.get_num_threads()
     prev_precision = torch.get_float32_matmul_precision()
+    scorer = _Scorer(prev_threads, dev)
     try:
         if dev.type == "cpu":
             torch.set_num_threads(LOOP_THREADS)
         torch.set_float32_matmul_precision("highest")
-        yield
+        yield scorer
     finally:
+        scorer.close()
         torch.set_num_threads(prev_threads)
         torch.set_float32_matmul_precision(prev_precision)
 
@@ -129,8 +176,8 @@ def _fit(
             lr = recipe["lr"] * 0.5 * (1.0 + math.cos(math.pi * step / total))
             for i, (p, g) in enumerate(zip(params, gs)):
                 if decay[i] and recipe["weight_decay"]:
-                    g = g.add(p, alpha=recipe["weight_decay"])
-                bufs[i] = g.clone() if bufs[i] is None else bufs[i].mul_(0.9).add_(g)
+                    g.add_(p, alpha=recipe["weight_decay"])  # g is this step's own tensor
+                bufs[i] = g if bufs[i] is None else bufs[i].mul_(0.9).add_(g)
                 p.sub_(bufs[i], alpha=lr)
             epoch_loss += loss
             step += 1
@@ -229,12 +276,13 @@ def lws(
     bt = torch.tensor(inp.b, dtype=torch.float32, device=dev)
     scales = torch.ones(inp.W.shape[0], dtype=torch.float32, device=dev)
 
-    def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
-        z = torch.addmm(bt, xb, Wt.T)  # this row's scores, computed once
-        loss, g = _softmax_minus_onehot(z * scales, yb)
-        return loss, [(g * z).sum(0)]
+    with _one_thread(dev) as score:
 
-    with _one_thread(dev):
+        def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+            z = score(xb, Wt, bt)  # this row's scores, computed once
+            loss, g = _softmax_minus_onehot(z * scales, yb)
+            return loss, [(g * z).sum(0)]
+
         losses = _fit(inp, recipe, dev, [scales], grads, [True])
     s = scales.cpu().double().numpy()
     dtype = inp.W.dtype
@@ -336,11 +384,12 @@ def crt(
         bn = torch.tensor(inp.b, dtype=torch.float32)
     Wn, bn = Wn.to(dev), bn.to(dev)
 
-    def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
-        loss, g = _softmax_minus_onehot(torch.addmm(bn, xb, Wn.T), yb)
-        return loss, [g.T @ xb, g.sum(0)]
+    with _one_thread(dev) as score:
 
-    with _one_thread(dev):
+        def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+            loss, g = _softmax_minus_onehot(score(xb, Wn, bn), yb)
+            return loss, [score.grad_weights(g, xb), g.sum(0)]
+
         losses = _fit(inp, recipe, dev, [Wn, bn], grads, [True, False])
     dtype = inp.W.dtype
     return BaselineResult(
