@@ -22,12 +22,13 @@ from alphanet_fast.result import AlphaNetResult, load_result
 from alphanet_fast.splits import Splits, splits_from_counts
 
 if TYPE_CHECKING:
-    from alphanet_fast import datasets
+    from alphanet_fast import baselines, datasets
     from alphanet_fast import torch as torch
+    from alphanet_fast.comparison import ComparisonReport, compare
     from alphanet_fast.training import correct
 
 # Provided on first use by __getattr__ (each imports torch).
-_LAZY = ("correct", "datasets", "torch")
+_LAZY = ("correct", "datasets", "torch", "baselines", "compare", "ComparisonReport")
 
 
 def __getattr__(name: str) -> Any:
@@ -38,10 +39,15 @@ def __getattr__(name: str) -> Any:
         from alphanet_fast.training import correct
 
         return correct
-    if name in ("datasets", "torch"):
+    if name in ("datasets", "torch", "baselines"):
         import importlib
 
         return importlib.import_module(f"alphanet_fast.{name}")
+    if name in ("compare", "ComparisonReport"):
+        # The comparison imports torch only when it trains (LWS, cRT, AlphaNet).
+        from alphanet_fast import comparison
+
+        return getattr(comparison, name)
     raise AttributeError(f"module 'alphanet_fast' has no attribute {name!r}")
 
 
@@ -55,7 +61,10 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "AlphaNetResult",
+    "ComparisonReport",
     "Splits",
+    "baselines",
+    "compare",
     "correct",
     "datasets",
     "load_result",

@@ -26,6 +26,7 @@ __all__ = [
     "plot_gain_vs_distance",
     "plot_rho_sweep",
     "plot_split_accuracies",
+    "plot_tradeoff",
 ]
 
 _SPLIT_LABELS = {"few": "Few", "medium": "Medium", "many": "Many", "overall": "Overall"}
@@ -318,3 +319,71 @@ def plot_error_breakdown(
     # Below the axes: the bars fill the plot up to 100%.
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     return _save(fig, path)
+
+
+def plot_tradeoff(
+    points: Mapping[str, Sequence[EvaluationReport]],
+    path: str | os.PathLike[str],
+    *,
+    k: int = 1,
+    highlight: str | None = None,
+    title: str | None = None,
+    size: tuple[float, float] = (7.0, 5.0),
+    dpi: int = 100,
+) -> Path:
+    """Every method as a point of few-split against overall top-k accuracy.
+
+    The trade-off users choose on: up is better overall, right is better on the
+    rare classes. Points are means over runs, with the standard deviation as
+    error bars when there are several runs.
+
+    Parameters
+    ----------
+    points : mapping of str to sequence of EvaluationReport
+        Per method (e.g. a :class:`alphanet_fast.compare` row), one report per run.
+    path : path-like
+        The PNG to write.
+    k : int
+        Which top-k accuracy.
+    highlight : str, optional
+        A method drawn larger, in red (e.g. the recommended one).
+    title : str, optional
+    size : (width, height) in inches
+    dpi : int
+
+    Returns
+    -------
+    Path
+    """
+    if not points or any(len(v) == 0 for v in points.values()):
+        raise ValueError("points: expected at least one report for every method")
+    for name, reps in points.items():
+        _check_reports(dict(enumerate(reps)), f"points[{name!r}]")
+    fig = _figure(size, dpi)
+    ax = fig.subplots()
+    for i, (name, reps) in enumerate(points.items()):
+        few = np.array([r.accuracy[k]["few"] for r in reps]) * 100
+        overall = np.array([r.accuracy[k]["overall"] for r in reps]) * 100
+        marked = name == highlight
+        ax.errorbar(
+            few.mean(),
+            overall.mean(),
+            xerr=_sample_std(few),
+            yerr=_sample_std(overall),
+            marker="*" if marked else "o",
+            markersize=14 if marked else 7,
+            color="#c0392b" if marked else f"C{i % 10}",
+            capsize=3,
+            linestyle="none",
+            label=name + (" (recommended)" if marked else ""),
+        )
+    ax.set_xlabel(f"few-split top-{k} accuracy (%)")
+    ax.set_ylabel(f"overall top-{k} accuracy (%)")
+    ax.set_title(title or "Few-split vs overall accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def _sample_std(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0

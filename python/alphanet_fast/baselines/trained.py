@@ -1,0 +1,410 @@
+"""The re-trained baselines: learnable weight scaling (LWS) and classifier re-training (cRT).
+
+Both follow Kang et al. 2020's second stage on frozen features: rows drawn
+class-balanced (:func:`balanced_rows`), softmax cross-entropy, SGD with
+momentum 0.9 and a cosine learning-rate schedule over all steps. Each batch's
+rows are gathered from the features (a memory map is read row by row, never
+copied whole), scored once, and dropped. Gradients are written out by hand
+(the models are linear), and the optimiser is a few tensor ops, so
+``torch.optim`` and autograd are not needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from alphanet_fast._validation import positive_int
+from alphanet_fast.baselines._common import BaselineResult, Inputs, check_inputs, check_val
+from alphanet_fast.baselines._sampling import balanced_rows
+
+__all__ = ["crt", "lws"]
+
+# Torch's intra-op threads wait for each other at every op; right after a Rust kernel
+# (whose pool threads spin briefly) or beside another process, a 2-thread step stalls.
+# Measured in compare() on a shared 2-core machine: cRT 4.7 s on two threads, 0.15 s
+# on one. One thread also makes the result independent of the thread count.
+LOOP_THREADS = 1
+
+
+# Rows (of the batch, or of the gradient's classes) per piece when a product is spread
+# over Python workers: fixed, so the result does not depend on how many workers there are.
+SCORE_PIECE_ROWS = 256
+
+
+class _Scorer:
+    """``b + x @ W.T`` for a batch, in fixed row pieces shared by Python workers.
+
+    Each worker runs a one-thread torch product on the next piece when free, so a
+    core held by another process delays only its piece (torch's own threads would
+    wait for each other at every op). On CUDA, one product.
+    """
+
+    def __init__(self, workers: int, dev: torch.device) -> None:
+        self._pool = ThreadPoolExecutor(workers) if dev.type == "cpu" and workers > 1 else None
+
+    def _pieces(self, n: int, run: Callable[[int, int], object]) -> None:
+        spans = [(s, min(s + SCORE_PIECE_ROWS, n)) for s in range(0, n, SCORE_PIECE_ROWS)]
+        assert self._pool is not None
+        list(self._pool.map(lambda span: run(*span), spans))
+
+    def __call__(self, x: torch.Tensor, Wt: torch.Tensor, bt: torch.Tensor) -> torch.Tensor:
+        if self._pool is None:
+            return torch.addmm(bt, x, Wt.T)
+        out = torch.empty(x.shape[0], Wt.shape[0], dtype=x.dtype)
+        self._pieces(x.shape[0], lambda s, e: torch.addmm(bt, x[s:e], Wt.T, out=out[s:e]))
+        return out
+
+    def grad_weights(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``g.T @ x`` in fixed pieces of classes (each row summed over the whole batch)."""
+        if self._pool is None:
+            return g.T @ x
+        out = torch.empty(g.shape[1], x.shape[1], dtype=x.dtype)
+        self._pieces(g.shape[1], lambda s, e: torch.mm(g[:, s:e].T, x, out=out[s:e]))
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+@contextmanager
+def _one_thread(dev: torch.device) -> Iterator[_Scorer]:
+    """Torch on ``LOOP_THREADS`` threads (CPU) and full-precision matmuls; restored after.
+
+    Yields a :class:`_Scorer` with as many workers as torch had threads before.
+    """
+    prev_threads = torch.get_num_threads()
+    prev_precision = torch.get_float32_matmul_precision()
+    scorer = _Scorer(prev_threads, dev)
+    try:
+        if dev.type == "cpu":
+            torch.set_num_threads(LOOP_THREADS)
+        torch.set_float32_matmul_precision("highest")
+        yield scorer
+    finally:
+        scorer.close()
+        torch.set_num_threads(prev_threads)
+        torch.set_float32_matmul_precision(prev_precision)
+
+
+def _device(device: Any) -> torch.device:
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', found {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but torch sees no CUDA device")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected a cpu or cuda device, found {device!r}")
+    return dev
+
+
+def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name}: expected a real number, found {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        relation = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: expected a finite number {relation}, found {value!r}")
+    return value
+
+
+def _seed(seed: Any) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, found {seed!r}")
+    return int(seed)
+
+
+def _recipe(inp: Inputs, **kw: Any) -> dict[str, Any]:
+    """The checked training settings, as reported in ``result.settings``."""
+    spe = kw["samples_per_epoch"]
+    return {
+        "epochs": positive_int(kw["epochs"], "epochs"),
+        "batch_size": positive_int(kw["batch_size"], "batch_size"),
+        "samples_per_epoch": inp.y.shape[0]
+        if spe is None
+        else positive_int(spe, "samples_per_epoch"),
+        "lr": _positive(kw["lr"], "lr"),
+        "momentum": 0.9,
+        "weight_decay": _positive(kw["weight_decay"], "weight_decay", allow_zero=True),
+        "schedule": "cosine over steps",
+        "sampling": "class-balanced",
+        "seed": _seed(kw["seed"]),
+    }
+
+
+def _fit(
+    inp: Inputs,
+    recipe: dict[str, Any],
+    dev: torch.device,
+    params: list[torch.Tensor],
+    grads: Callable[[torch.Tensor, torch.Tensor], tuple[float, list[torch.Tensor]]],
+    decay: list[bool],
+) -> list[float]:
+    """SGD with momentum and a cosine schedule over class-balanced batches.
+
+    ``grads(x_batch, y_batch)`` returns the batch's mean loss and the gradient of
+    every parameter; ``decay`` says which parameters get weight decay. The update
+    is torch's SGD (momentum buffer starts at the first gradient, no dampening).
+    Returns each epoch's mean batch loss.
+    """
+    rng = np.random.default_rng(recipe["seed"])
+    epochs, spe, bs = recipe["epochs"], recipe["samples_per_epoch"], recipe["batch_size"]
+    steps_per_epoch = -(-spe // bs)
+    total = epochs * steps_per_epoch
+    bufs: list[torch.Tensor | None] = [None] * len(params)
+    losses = []
+    step = 0
+    for _ in range(epochs):
+        rows = balanced_rows(inp.y, spe, rng)
+        epoch_loss = 0.0
+        for start in range(0, spe, bs):
+            # Sorted within the batch: a memory map is then read front to back.
+            idx = np.sort(rows[start : start + bs])
+            xb = torch.from_numpy(np.asarray(inp.x[idx], dtype=np.float32)).to(dev)
+            yb = torch.from_numpy(inp.y[idx]).to(dev)
+            loss, gs = grads(xb, yb)
+            lr = recipe["lr"] * 0.5 * (1.0 + math.cos(math.pi * step / total))
+            for i, (p, g) in enumerate(zip(params, gs)):
+                if decay[i] and recipe["weight_decay"]:
+                    g.add_(p, alpha=recipe["weight_decay"])  # g is this step's own tensor
+                bufs[i] = g if bufs[i] is None else bufs[i].mul_(0.9).add_(g)
+                p.sub_(bufs[i], alpha=lr)
+            epoch_loss += loss
+            step += 1
+        losses.append(epoch_loss / steps_per_epoch)
+    return losses
+
+
+def _softmax_minus_onehot(logits: torch.Tensor, yb: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Mean cross-entropy and its gradient with respect to the logits."""
+    logp = torch.log_softmax(logits, dim=1)
+    loss = -logp.gather(1, yb[:, None]).mean()
+    g = logp.exp_()
+    g[torch.arange(yb.shape[0], device=yb.device), yb] -= 1.0
+    return float(loss), g.div_(yb.shape[0])
+
+
+def _prepare(features: Any, labels: Any, W: Any, b: Any, val: Any) -> Inputs:
+    inp = check_inputs(features, labels, W, b)
+    if val is not None:
+        check_val(val, inp.W.shape[1], inp.W.shape[0])
+    return inp
+
+
+def lws(
+    features: Any,
+    labels: Any,
+    W: Any,
+    b: Any = None,
+    *,
+    epochs: int = 10,
+    batch_size: int = 512,
+    samples_per_epoch: int | None = None,
+    lr: float = 0.1,
+    weight_decay: float = 0.0,
+    val: tuple[Any, Any] | None = None,
+    device: Any = "auto",
+    seed: int = 0,
+) -> BaselineResult:
+    """Learnable weight scaling (Kang et al. 2020): one learned scale per class.
+
+    The logits become ``s_c * (x . w_c + b_c)``; ``W``, ``b`` and the features
+    are frozen, the scales start at 1 and are learned with class-balanced
+    sampling. Each drawn row's scores against ``W`` are computed once (per
+    draw), in its batch; only ``C`` numbers are trained. The result is
+    ``W_c s_c`` and ``b_c s_c``.
+
+    Parameters
+    ----------
+    features : array_like or path, shape (n, d)
+        Training features; a memory map is read one batch of rows at a time.
+    labels : array_like of int, shape (n,)
+    W, b : the classifier
+    epochs : int, default 10
+    batch_size : int, default 512
+    samples_per_epoch : int, optional
+        Rows drawn per epoch; default the number of training rows.
+    lr : float, default 0.1
+        Peak learning rate of SGD (momentum 0.9), cosine-annealed to 0 over all steps.
+    weight_decay : float, default 0
+    val : (features, labels), optional
+        Checked, not used: the recipe chooses nothing on validation and
+        returns the last epoch's scales.
+    device : str, default "auto"
+        CUDA when torch sees one.
+    seed : int, default 0
+        Seeds the draws. Same seed and device: same result (torch runs on one
+        CPU thread for the call, restored afterwards).
+
+    Returns
+    -------
+    BaselineResult
+        ``settings``: the recipe, ``scale_min``/``scale_max``; ``history``:
+        ``{"loss": [...]}`` per epoch.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad shapes, dtypes or values (the argument is named).
+
+    Examples
+    --------
+    >>> import alphanet_fast as af
+    >>> from alphanet_fast.baselines import lws
+    >>> data = af.datasets.make_long_tail("small", seed=0)
+    >>> res = lws(data.train_features, data.train_labels, data.W, data.b, epochs=1)
+    >>> res.W.shape == data.W.shape
+    True
+    """
+    inp = _prepare(features, labels, W, b, val)
+    recipe = _recipe(
+        inp, epochs=epochs, batch_size=batch_size, samples_per_epoch=samples_per_epoch,
+        lr=lr, weight_decay=weight_decay, seed=seed,
+    )  # fmt: skip
+    dev = _device(device)
+    Wt = torch.tensor(inp.W, dtype=torch.float32, device=dev)
+    bt = torch.tensor(inp.b, dtype=torch.float32, device=dev)
+    scales = torch.ones(inp.W.shape[0], dtype=torch.float32, device=dev)
+
+    with _one_thread(dev) as score:
+
+        def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+            z = score(xb, Wt, bt)  # this row's scores, computed once
+            loss, g = _softmax_minus_onehot(z * scales, yb)
+            return loss, [(g * z).sum(0)]
+
+        losses = _fit(inp, recipe, dev, [scales], grads, [True])
+    s = scales.cpu().double().numpy()
+    dtype = inp.W.dtype
+    return BaselineResult(
+        method="lws",
+        W=np.ascontiguousarray(inp.W * s[:, None], dtype=dtype),
+        b=(inp.b * s).astype(dtype),
+        settings={
+            **recipe,
+            "device": str(dev),
+            "scale_min": float(s.min()),
+            "scale_max": float(s.max()),
+        },
+        history={"loss": losses},
+    )
+
+
+def crt(
+    features: Any,
+    labels: Any,
+    W: Any,
+    b: Any = None,
+    *,
+    epochs: int = 10,
+    batch_size: int = 512,
+    samples_per_epoch: int | None = None,
+    lr: float = 0.2,
+    weight_decay: float = 5e-4,
+    init: str = "random",
+    val: tuple[Any, Any] | None = None,
+    device: Any = "auto",
+    seed: int = 0,
+) -> BaselineResult:
+    """Classifier re-training (Kang et al. 2020): a new linear layer on frozen features.
+
+    The recipe, as the paper's second stage: a freshly initialised
+    ``Linear(d, C)`` (torch's default initialisation, uniform in
+    ``+-1/sqrt(d)``, from ``seed``), trained with softmax cross-entropy on
+    class-balanced draws, SGD with momentum 0.9, weight decay on the weights,
+    a cosine schedule, 10 epochs of ``n`` draws in batches of 512. With
+    ``init="given"`` the layer starts from ``W`` and ``b`` instead (class-balanced
+    fine-tuning), which needs far fewer steps on high-dimensional features.
+
+    Parameters
+    ----------
+    features : array_like or path, shape (n, d)
+        Training features; a memory map is read one batch of rows at a time,
+        never copied whole.
+    labels : array_like of int, shape (n,)
+    W, b : the classifier (shape and dtype of the result)
+    epochs : int, default 10
+    batch_size : int, default 512
+    samples_per_epoch : int, optional
+        Rows drawn per epoch; default the number of training rows.
+    lr : float, default 0.2
+        Peak learning rate, cosine-annealed to 0 over all steps.
+    weight_decay : float, default 5e-4
+    init : {"random", "given"}, default "random"
+        Start from torch's default initialisation (the paper's recipe) or from
+        the given ``W`` and ``b``.
+    val : (features, labels), optional
+        Checked, not used (the last epoch is returned).
+    device : str, default "auto"
+    seed : int, default 0
+        Seeds the initialisation and the draws.
+
+    Returns
+    -------
+    BaselineResult
+        ``settings``: the recipe; ``history``: ``{"loss": [...]}`` per epoch.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad shapes, dtypes or values (the argument is named).
+
+    Examples
+    --------
+    >>> import alphanet_fast as af
+    >>> from alphanet_fast.baselines import crt
+    >>> data = af.datasets.make_long_tail("small", seed=0)
+    >>> res = crt(data.train_features, data.train_labels, data.W, data.b, epochs=1)
+    >>> res.W.dtype == data.W.dtype
+    True
+    """
+    if init not in ("random", "given"):
+        raise ValueError(f"init: expected 'random' or 'given', found {init!r}")
+    inp = _prepare(features, labels, W, b, val)
+    recipe = _recipe(
+        inp, epochs=epochs, batch_size=batch_size, samples_per_epoch=samples_per_epoch,
+        lr=lr, weight_decay=weight_decay, seed=seed,
+    )  # fmt: skip
+    dev = _device(device)
+    n_classes, d = inp.W.shape
+    if init == "random":
+        Wn, bn = init_linear(n_classes, d, recipe["seed"])
+    else:
+        Wn = torch.tensor(inp.W, dtype=torch.float32)
+        bn = torch.tensor(inp.b, dtype=torch.float32)
+    Wn, bn = Wn.to(dev), bn.to(dev)
+
+    with _one_thread(dev) as score:
+
+        def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+            loss, g = _softmax_minus_onehot(score(xb, Wn, bn), yb)
+            return loss, [score.grad_weights(g, xb), g.sum(0)]
+
+        losses = _fit(inp, recipe, dev, [Wn, bn], grads, [True, False])
+    dtype = inp.W.dtype
+    return BaselineResult(
+        method="crt",
+        W=np.ascontiguousarray(Wn.cpu().numpy(), dtype=dtype),
+        b=bn.cpu().numpy().astype(dtype),
+        settings={**recipe, "device": str(dev), "init": init},
+        history={"loss": losses},
+    )
+
+
+def init_linear(n_classes: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``Linear(d, n_classes)``'s default initialisation, drawn on the CPU from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    bound = 1.0 / math.sqrt(d)
+    W = torch.empty(n_classes, d).uniform_(-bound, bound, generator=g)
+    b = torch.empty(n_classes).uniform_(-bound, bound, generator=g)
+    return W, b
