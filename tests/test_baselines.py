@@ -11,7 +11,6 @@ import pytest
 import torch
 from alphanet_fast.baselines import (
     DEFAULT_TAUS,
-    balanced_rows,
     crt,
     logit_adjust,
     lws,
@@ -19,6 +18,7 @@ from alphanet_fast.baselines import (
     tau_norm,
 )
 from alphanet_fast.baselines.trained import init_linear
+from alphanet_fast.training import class_balanced_rows
 
 
 def _problem(seed: int = 0, n: int = 300, C: int = 6, d: int = 5, dtype=np.float64):
@@ -116,17 +116,6 @@ def test_tau_selection_equals_brute_force_loop(seed):
     np.testing.assert_allclose(res.settings["val_accuracy"], accs)
 
 
-def test_balanced_rows_draws_a_class_then_a_row():
-    y = np.array([0] * 90 + [1] * 9 + [2] * 1)
-    rows = balanced_rows(y, 30_000, np.random.default_rng(0))
-    share = np.bincount(y[rows], minlength=3) / rows.size
-    np.testing.assert_allclose(share, [1 / 3] * 3, atol=0.02)
-    within = np.bincount(rows[y[rows] == 0], minlength=90)[:90]
-    assert within.min() > 0  # every row of the frequent class is reachable
-    again = balanced_rows(y, 30_000, np.random.default_rng(0))
-    np.testing.assert_array_equal(rows, again)
-
-
 def _sgd_naive(params, decay, wd, lr, total):
     groups = [{"params": [p], "weight_decay": wd if dk else 0.0} for p, dk in zip(params, decay)]
     opt = torch.optim.SGD(groups, lr=lr, momentum=0.9)
@@ -143,7 +132,7 @@ def _sgd_naive(params, decay, wd, lr, total):
 def _naive_batches(y, epochs, spe, bs, seed):
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
-        rows = balanced_rows(y, spe, rng)
+        rows = class_balanced_rows(y, np.flatnonzero(np.bincount(y)), spe, rng)
         for s in range(0, spe, bs):
             yield np.sort(rows[s : s + bs])
 

@@ -18,7 +18,6 @@ Nothing here reads a test set: every choice is made on ``val``.
 from typing import TYPE_CHECKING, Any
 
 from alphanet_fast.baselines._common import BaselineResult, FeatureTransform
-from alphanet_fast.baselines._sampling import balanced_rows
 from alphanet_fast.baselines.closed_form import DEFAULT_TAUS, logit_adjust, ncm, tau_norm
 
 if TYPE_CHECKING:
@@ -28,7 +27,6 @@ __all__ = [
     "DEFAULT_TAUS",
     "BaselineResult",
     "FeatureTransform",
-    "balanced_rows",
     "crt",
     "logit_adjust",
     "lws",

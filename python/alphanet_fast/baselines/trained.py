@@ -1,8 +1,9 @@
 """The re-trained baselines: learnable weight scaling (LWS) and classifier re-training (cRT).
 
 Both follow Kang et al. 2020's second stage on frozen features: rows drawn
-class-balanced (:func:`balanced_rows`), softmax cross-entropy, SGD with
-momentum 0.9 and a cosine learning-rate schedule over all steps. Each batch's
+class-balanced (by ``training.sampling.ClassBalancedSampler``, the draw behind
+AlphaNet's base samples), softmax cross-entropy, SGD with momentum 0.9 and a
+cosine learning-rate schedule over all steps. Each batch's
 rows are gathered from the features (a memory map is read row by row, never
 copied whole), scored once, and dropped. Gradients are written out by hand
 (the models are linear), and the optimiser is a few tensor ops, so
@@ -22,7 +23,7 @@ import torch
 
 from alphanet_fast._validation import positive_int
 from alphanet_fast.baselines._common import BaselineResult, Inputs, check_inputs, check_val
-from alphanet_fast.baselines._sampling import balanced_rows
+from alphanet_fast.training.sampling import ClassBalancedSampler
 
 __all__ = ["crt", "lws"]
 
@@ -158,6 +159,8 @@ def _fit(
     Returns each epoch's mean batch loss.
     """
     rng = np.random.default_rng(recipe["seed"])
+    # A class uniformly among those with rows, then one of its rows uniformly.
+    sampler = ClassBalancedSampler(inp.y, np.flatnonzero(np.bincount(inp.y)))
     epochs, spe, bs = recipe["epochs"], recipe["samples_per_epoch"], recipe["batch_size"]
     steps_per_epoch = -(-spe // bs)
     total = epochs * steps_per_epoch
@@ -165,7 +168,7 @@ def _fit(
     losses = []
     step = 0
     for _ in range(epochs):
-        rows = balanced_rows(inp.y, spe, rng)
+        rows = sampler.draw(spe, rng)
         epoch_loss = 0.0
         for start in range(0, spe, bs):
             # Sorted within the batch: a memory map is then read front to back.
