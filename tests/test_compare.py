@@ -8,7 +8,7 @@ import json
 import alphanet_fast as af
 import numpy as np
 import pytest
-from alphanet_fast import _compare_cli
+from alphanet_fast.cli import compare as compare_command
 from alphanet_fast.datasets import make_long_tail
 
 FAST_ALPHANET = {"epochs": 6, "min_epochs": 1}
@@ -132,7 +132,7 @@ def test_val_is_required(data):
 
 def _parser():
     parser = argparse.ArgumentParser(prog="alphanet-fast")
-    _compare_cli.add_parser(parser.add_subparsers(dest="command"))
+    compare_command.register(parser.add_subparsers(dest="command"))
     return parser
 
 
@@ -170,7 +170,7 @@ def test_compare_command(data, tmp_path, capsys):
 
 def test_demo_comparison_writes_table_plot_and_json(tmp_path, capsys):
     d = make_long_tail("small", seed=0, n_classes=40)
-    report = _compare_cli.run_demo(d, tmp_path / "out", seeds=1, device="cpu")
+    report = compare_command.demo_comparison(d, tmp_path / "out", seeds=1, device="cpu")
     out = capsys.readouterr().out
     assert "Which post-hoc fix to ship" in out and report.recommended in out
     saved = json.loads((tmp_path / "out" / "comparison.json").read_text())

@@ -129,7 +129,9 @@ class ComparisonReport:
             for r in self.rows
         }
         text = format_table(reports, digits=digits)
-        crit = " + ".join(f"{w:g} x {s}" for s, w in self.criterion.items())
+        crit = " + ".join(
+            s if w == 1 else f"{w:g} x {s}" for s, w in self.criterion.items() if w != 0
+        )
         return (
             f"{text}\n* recommended: {self.recommended} (best top-1 {crit} on the "
             f"validation set, mean over {len(self.seeds)} seed(s))"

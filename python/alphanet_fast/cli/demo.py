@@ -63,6 +63,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also compare AlphaNet with the post-hoc baselines (NCM, tau-norm, logit "
+        "adjustment, LWS, cRT) and AlphaNet on top of them, one seed, and recommend one on "
+        "validation; writes comparison/ (adds about a minute on 2 cores)",
+    )
+    p.add_argument(
         "--save-data",
         action="store_true",
         help="also write the data and baseline classifier as .npz files, to try 'correct' on "
@@ -158,6 +165,12 @@ def run_demo(args: argparse.Namespace) -> int:
         written += write_plots(out / "plots", before, after, res, "test")
     if args.save_data:
         written += _save_data(out, data, names, groups)
+    if args.compare:
+        from .compare import demo_comparison
+
+        status("comparing with the post-hoc baselines ...")
+        demo_comparison(data, out / "comparison", seeds=1, device=args.device)
+        written += [out / "comparison" / "comparison.json", out / "comparison" / "comparison.png"]
     print(f"\nWrote {len(written)} files to {out}/ in {time.perf_counter() - t0:.0f} s:")
     print("  " + ", ".join(str(p.relative_to(out)) for p in written))
     if args.save_data:

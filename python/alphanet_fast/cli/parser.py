@@ -36,7 +36,7 @@ __all__ = [
 
 PROG = "alphanet-fast"
 # Modules of alphanet_fast.cli with a register(sub) function, in --help order.
-COMMAND_MODULES = ("demo", "train", "evaluate", "neighbors")
+COMMAND_MODULES = ("demo", "train", "compare", "evaluate", "neighbors")
 
 
 class Parser(argparse.ArgumentParser):
