@@ -14,7 +14,7 @@ from alphanet_fast.data_files import InputError, load_class_names
 
 from . import report
 from .common import guard_outputs, label, load_result_checked, load_set, warn
-from .parser import add_common, add_keys, add_split_settings
+from .parser import add_class_names, add_common, add_keys, add_labels_file, add_split_settings
 
 __all__ = ["class_count", "register", "run_neighbors", "splits_and_neighbors"]
 
@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
         "the distance between training class means, nearest first.",
     )
     p.add_argument("train", type=Path, nargs="?", help="training features (and labels)")
-    p.add_argument("--train-labels", type=Path, metavar="PATH", help="labels of a .npy train file")
+    add_labels_file(p, "train")
     p.add_argument(
         "--result",
         type=Path,
@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
         metavar="C",
         help="number of classes (default: class names, else the largest label + 1)",
     )
-    p.add_argument("--class-names", type=Path, metavar="PATH", help="text file, one name per line")
+    add_class_names(p)
     add_keys(p)
     add_split_settings(p, metrics=("euclidean", "cosine"))
     p.add_argument("--report", type=Path, metavar="PATH", help="also write them as JSON")
