@@ -340,6 +340,16 @@ mod tests {
         (sums, counts)
     }
 
+    /// Whether two sequences of floats are the same to the bit.
+    fn same_bits<'a>(
+        a: impl IntoIterator<Item = &'a f64>,
+        b: impl IntoIterator<Item = &'a f64>,
+    ) -> bool {
+        a.into_iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
     fn lcg(seed: &mut u64) -> f64 {
         *seed = seed
             .wrapping_mul(6364136223846793005)
@@ -391,11 +401,7 @@ mod tests {
             }
         }
         let whole = class_sums(x.view(), &labels, c).unwrap();
-        assert!(whole
-            .sums
-            .iter()
-            .zip(plain.iter())
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(same_bits(&whole.sums, &plain));
         let mut sums = Array2::<f64>::zeros((c, d));
         let mut counts = vec![0i64; c];
         for (lo, hi) in [(0, 1234), (1234, 1235), (1235, n)] {
@@ -403,10 +409,7 @@ mod tests {
             accumulate_class_sums(part, &labels[lo..hi], sums.view_mut(), &mut counts).unwrap();
         }
         assert_eq!(counts, whole.counts);
-        assert!(sums
-            .iter()
-            .zip(plain.iter())
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(same_bits(&sums, &plain));
     }
 
     #[test]
@@ -428,10 +431,7 @@ mod tests {
         for level in [Simd::Avx2, Simd::Avx512] {
             if level <= Simd::detected() {
                 let other = run(level);
-                assert!(scalar
-                    .iter()
-                    .zip(&other)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+                assert!(same_bits(&scalar, &other));
             }
         }
     }
@@ -452,10 +452,7 @@ mod tests {
         let one = run(1);
         for threads in [2, 3, 8] {
             let other = run(threads);
-            assert!(one
-                .iter()
-                .zip(other.iter())
-                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(same_bits(&one, &other));
         }
     }
 

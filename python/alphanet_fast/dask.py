@@ -18,7 +18,7 @@ tasks.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -31,11 +31,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from alphanet_fast import _core, kernels
 from alphanet_fast._rows import RowSource
+from alphanet_fast.typing import ArrayLike, FeaturesLike, LabelsLike, WeightsLike
 
 __all__ = ["class_means", "class_sums", "correct", "evaluate", "is_dask_array", "topk_scores"]
 
 
-def is_dask_array(x: Any) -> bool:
+def is_dask_array(x: Any) -> TypeGuard[da.Array]:
     """Whether ``x`` is a ``dask.array.Array``."""
     return isinstance(x, da.Array)
 
@@ -134,7 +135,7 @@ def _tree(parts: list) -> Any:
     return parts[0]
 
 
-def class_sums(features: Any, labels: Any, n_classes: int | None = None):
+def class_sums(features: da.Array, labels: da.Array | ArrayLike, n_classes: int | None = None):
     """Per-class float64 sums and counts of a dask array of features.
 
     Parameters
@@ -166,7 +167,7 @@ def class_sums(features: Any, labels: Any, n_classes: int | None = None):
     return sums, counts
 
 
-def class_means(features: Any, labels: Any, n_classes: int | None = None):
+def class_means(features: da.Array, labels: da.Array | ArrayLike, n_classes: int | None = None):
     """Per-class means and counts of a dask array; see :func:`alphanet_fast.class_means`.
 
     Returns
@@ -194,7 +195,7 @@ def class_means(features: Any, labels: Any, n_classes: int | None = None):
     return means.astype(features.dtype, copy=False), counts
 
 
-def topk_scores(features: Any, W: Any, b: Any = None, k: int = 5):
+def topk_scores(features: da.Array, W: WeightsLike, b: WeightsLike | None = None, k: int = 5):
     """Per-row top-k classes of a dask array of features; see :func:`alphanet_fast.topk_scores`.
 
     Each chunk is scored by the Rust kernel where it lives; only the ``n x k``
@@ -207,7 +208,13 @@ def topk_scores(features: Any, W: Any, b: Any = None, k: int = 5):
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
 
-def evaluate(features: Any, labels: Any, W: Any, b: Any = None, **kwargs: Any):
+def evaluate(
+    features: da.Array,
+    labels: da.Array | ArrayLike,
+    W: WeightsLike,
+    b: WeightsLike | None = None,
+    **kwargs: Any,
+):
     """:func:`alphanet_fast.evaluate` over a dask array of features.
 
     Every chunk is evaluated where it lives (fused top-k, then per-split and
@@ -312,7 +319,15 @@ class DaskRows(RowSource):
         return class_means(self.array, labels, n_classes)
 
 
-def correct(features: Any, labels: Any, W: Any, b: Any = None, *, val: Any = None, **kwargs: Any):
+def correct(
+    features: da.Array | FeaturesLike,
+    labels: da.Array | LabelsLike,
+    W: WeightsLike,
+    b: WeightsLike | None = None,
+    *,
+    val: tuple[da.Array | FeaturesLike, da.Array | LabelsLike] | None = None,
+    **kwargs: Any,
+):
     """:func:`alphanet_fast.correct` with training (and validation) features as dask arrays.
 
     Class means are reduced on the cluster; only the few-split rows, the
@@ -328,10 +343,12 @@ def correct(features: Any, labels: Any, W: Any, b: Any = None, *, val: Any = Non
     """
     from alphanet_fast.training import correct as correct_in_memory
 
-    x = DaskRows(features) if is_dask_array(features) else features
+    # A DaskRows is a RowSource, which correct() reads besides the public array types.
+    x: Any = DaskRows(features) if is_dask_array(features) else features
     y = np.asarray(labels.compute() if is_dask_array(labels) else labels)
+    rows: Any = val
     if val is not None and isinstance(val, (tuple, list)) and len(val) == 2:
         vx = DaskRows(val[0]) if is_dask_array(val[0]) else val[0]
         vy = val[1].compute() if is_dask_array(val[1]) else val[1]
-        val = (vx, vy)
-    return correct_in_memory(x, y, W, b, val=val, **kwargs)
+        rows = (vx, vy)
+    return correct_in_memory(x, y, W, b, val=rows, **kwargs)

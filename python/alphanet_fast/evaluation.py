@@ -16,12 +16,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from alphanet_fast._validation import float_matrix, float_vector, int_array, labels_array
 from alphanet_fast.kernels import topk_scores
+from alphanet_fast.typing import ArrayLike, FeaturesLike, LabelsLike, WeightsLike
+
+if TYPE_CHECKING:
+    from alphanet_fast.result import AlphaNetResult
+    from alphanet_fast.splits import Splits
 
 __all__ = ["OUTCOMES", "SPLITS", "EvaluationReport", "evaluate", "format_table"]
 
@@ -236,15 +241,15 @@ def _k_values(k: Any, n_classes: int) -> tuple[int, ...]:
 
 
 def evaluate(
-    features: Any,
-    labels: Any,
-    W: Any,
-    b: Any = None,
+    features: FeaturesLike,
+    labels: LabelsLike,
+    W: WeightsLike,
+    b: WeightsLike | None = None,
     *,
-    splits: Any,
+    splits: Splits | AlphaNetResult,
     k: int | Sequence[int] = (1, 5),
-    neighbors: Any = None,
-    groups: Any = None,
+    neighbors: AlphaNetResult | tuple[ArrayLike, ArrayLike] | None = None,
+    groups: ArrayLike | None = None,
 ) -> EvaluationReport:
     """Top-k accuracy of ``features @ W.T + b`` per split and per class.
 
@@ -305,7 +310,7 @@ def evaluate(
     ks = _k_values(k, n_classes)
 
     if neighbors is None and hasattr(splits, "few_classes") and hasattr(splits, "neighbors"):
-        neighbors = splits
+        neighbors = cast("AlphaNetResult", splits)
     if hasattr(splits, "splits") and not hasattr(splits, "few"):
         splits = splits.splits
     split_of = _split_arrays(splits, n_classes)

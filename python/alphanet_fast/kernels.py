@@ -10,7 +10,6 @@ the GIL and run on a thread pool sized by ``ALPHANET_FAST_NUM_THREADS`` (or
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from alphanet_fast._validation import (
     labels_array,
     positive_int,
 )
+from alphanet_fast.typing import ArrayLike, FeaturesLike, LabelsLike, WeightsLike
 
 __all__ = [
     "KernelError",
@@ -44,7 +44,7 @@ _DOTS_BLOCK_BYTES = 256 << 20
 
 
 def class_means(
-    features: Any, labels: Any, n_classes: int | None = None
+    features: FeaturesLike, labels: LabelsLike, n_classes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean feature vector and row count of every class.
 
@@ -119,7 +119,7 @@ def _streamed_sums(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.nda
 
 
 def class_sums(
-    features: Any, labels: Any, n_classes: int | None = None
+    features: FeaturesLike, labels: LabelsLike, n_classes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Float64 per-class sums and counts: the mergeable form of :func:`class_means`.
 
@@ -140,7 +140,7 @@ def class_sums(
 
 
 def nearest_neighbors(
-    queries: Any, pool: Any, k: int = 5, metric: str = "euclidean"
+    queries: FeaturesLike, pool: FeaturesLike, k: int = 5, metric: str = "euclidean"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of ``pool`` for every row of ``queries``.
 
@@ -258,7 +258,9 @@ def _neighbors_in_blocks(
     return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
 
 
-def combine(W: Any, targets: Any, neighbors: Any, alphas: Any) -> np.ndarray:
+def combine(
+    W: WeightsLike, targets: ArrayLike, neighbors: ArrayLike, alphas: ArrayLike
+) -> np.ndarray:
     """Rebuild rows of a classifier as combinations of its original rows.
 
     Returns a copy of ``W`` in which row ``targets[t]`` becomes
@@ -312,7 +314,9 @@ def combine(W: Any, targets: Any, neighbors: Any, alphas: Any) -> np.ndarray:
     return _core.combine(w, t, np.ascontiguousarray(n), a)
 
 
-def topk_scores(features: Any, W: Any, b: Any = None, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def topk_scores(
+    features: FeaturesLike, W: WeightsLike, b: WeightsLike | None = None, k: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
     """The k highest-scoring classes of ``features @ W.T + b``, without the full score matrix.
 
     Rows are scored block by block (256 rows x 2048 classes at a time) and only

@@ -14,6 +14,7 @@ import numpy as np
 
 from alphanet_fast._validation import int_array
 from alphanet_fast.settings import FEW_BELOW, MANY_ABOVE, check_count
+from alphanet_fast.typing import ArrayLike
 
 __all__ = ["SPLIT_NAMES", "Splits", "splits_from_counts"]
 
@@ -117,7 +118,7 @@ class Splits:
 
 
 def splits_from_counts(
-    counts: Any, *, few_below: int = FEW_BELOW, many_above: int = MANY_ABOVE
+    counts: ArrayLike, *, few_below: int = FEW_BELOW, many_above: int = MANY_ABOVE
 ) -> Splits:
     """Split classes by training count: few if ``n_c < few_below``, many if ``n_c > many_above``.
 

@@ -32,8 +32,8 @@ Linear(in_features=8, out_features=3, bias=True)
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -56,8 +56,8 @@ from alphanet_fast.typing import PathLike
 HEAD_NAMES = ("fc", "head", "heads", "classifier", "last_linear")
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")
 
-HeadLike = Union[str, nn.Module, None]
-Inputs = Union[torch.Tensor, tuple, list, Mapping]
+HeadLike = str | nn.Module | None
+Inputs = torch.Tensor | tuple | list | Mapping
 
 
 class Extracted(NamedTuple):

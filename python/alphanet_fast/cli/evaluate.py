@@ -13,7 +13,7 @@ from alphanet_fast.evaluation import evaluate
 from . import report
 from .common import check_set, guard_outputs, ks_for, load_result_checked, load_set, print_tables
 from .neighbors import splits_and_neighbors
-from .parser import add_common, add_data, add_split_settings
+from .parser import add_common, add_data, add_labels_file, add_split_settings
 
 __all__ = ["register", "run_evaluate"]
 
@@ -46,9 +46,7 @@ def register(sub: Any) -> None:
     src.add_argument(
         "--train", type=Path, metavar="PATH", help="training set: counts give the splits"
     )
-    src.add_argument(
-        "--train-labels", type=Path, metavar="PATH", help="labels of a .npy train file"
-    )
+    add_labels_file(src, "train")
     src.add_argument(
         "--result",
         type=Path,

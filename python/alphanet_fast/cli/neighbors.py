@@ -14,9 +14,9 @@ from alphanet_fast.data_files import InputError, load_class_names
 
 from . import report
 from .common import guard_outputs, label, load_result_checked, load_set, warn
-from .parser import add_common, add_keys, add_split_settings
+from .parser import add_class_names, add_common, add_keys, add_labels_file, add_split_settings
 
-__all__ = ["choose_neighbors", "class_count", "register", "run_neighbors", "splits_and_neighbors"]
+__all__ = ["class_count", "register", "run_neighbors", "splits_and_neighbors"]
 
 # Distances are printed with this many significant digits, everywhere.
 DISTANCE_DIGITS = 4
@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
         "the distance between training class means, nearest first.",
     )
     p.add_argument("train", type=Path, nargs="?", help="training features (and labels)")
-    p.add_argument("--train-labels", type=Path, metavar="PATH", help="labels of a .npy train file")
+    add_labels_file(p, "train")
     p.add_argument(
         "--result",
         type=Path,
@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
         metavar="C",
         help="number of classes (default: class names, else the largest label + 1)",
     )
-    p.add_argument("--class-names", type=Path, metavar="PATH", help="text file, one name per line")
+    add_class_names(p)
     add_keys(p)
     add_split_settings(p, metrics=("euclidean", "cosine"))
     p.add_argument("--report", type=Path, metavar="PATH", help="also write them as JSON")
@@ -52,58 +52,42 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_neighbors, result_is_input=True)
 
 
-def choose_neighbors(
-    means: np.ndarray, few: np.ndarray, base: np.ndarray, k: int, metric: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each few class's ``k`` nearest base classes by class mean, nearest first.
-
-    The one place the command line chooses neighbours; it follows the rule of
-    :func:`alphanet_fast.correct` (the same kernel, metric and tie order).
-
-    Returns
-    -------
-    neighbors : ndarray of int64, shape (F, k)
-    distances : ndarray of float64, shape (F, k)
-    """
-    from alphanet_fast.kernels import nearest_neighbors
-
-    if few.size == 0:
-        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k))
-    idx, dist = nearest_neighbors(means[few], means[base], k, metric)
-    return base[idx], dist.astype(np.float64)
-
-
 def splits_and_neighbors(X: np.ndarray, y: np.ndarray, n_classes: int, args: argparse.Namespace):
     """Splits from training counts, and each few class's k nearest base classes by class mean.
 
-    Few classes without a training row have no mean: they are left out of
-    the neighbours with a warning.
+    Neighbours come from :func:`alphanet_fast.neighbors.choose_neighbors`, the
+    rule :func:`alphanet_fast.correct` uses, with ``empty="skip"``: few classes
+    without a training row have no mean and are left out with a warning.
+
+    Returns
+    -------
+    splits : Splits
+    (few, neighbors) : the few classes that have neighbours, and their ``(F, k)`` table
+    distances : ndarray of float64, shape (F, k)
+    counts : ndarray of int64, the training rows per class
     """
-    from alphanet_fast.kernels import class_means
+    from alphanet_fast.neighbors import choose_neighbors
     from alphanet_fast.splits import splits_from_counts
 
     counts = np.bincount(y, minlength=n_classes)
     splits = splits_from_counts(counts, few_below=args.few_below, many_above=args.many_above)
-    few, base = splits.few, splits.base
-    if base.size == 0:
+    if splits.base.size == 0:
         raise InputError(
             f"no base class: every class has fewer than --few-below={args.few_below} "
             "training samples"
         )
-    empty = few[counts[few] == 0]
-    few = few[counts[few] > 0]
-    if empty.size:
-        warn(
-            f"{empty.size} few classes have no training samples and no neighbours "
-            f"(first: class {empty[0]})"
-        )
-    if not 1 <= args.k <= base.size:
+    # Checked here too so that the message names the flag.
+    if not 1 <= args.k <= splits.base.size:
         raise InputError(
-            f"-k/--k: expected 1 to {base.size} (the number of base classes), found {args.k}"
+            f"-k/--k: expected 1 to {splits.base.size} (the number of base classes), found {args.k}"
         )
-    means, _ = class_means(X, y, n_classes)
-    nb, dist = choose_neighbors(means, few, base, args.k, args.metric)
-    return splits, (few, nb), dist, counts
+    nb = choose_neighbors(X, y, splits, args.k, metric=args.metric, empty="skip")
+    if nb.skipped.size:
+        warn(
+            f"{nb.skipped.size} few classes have no training samples and no neighbours "
+            f"(first: class {nb.skipped[0]})"
+        )
+    return splits, (nb.few, nb.classes), nb.distances, counts
 
 
 def _memory_bytes() -> int | None:

@@ -25,8 +25,10 @@ from alphanet_fast.settings import METRICS, Settings
 __all__ = [
     "COMMAND_MODULES",
     "PROG",
+    "add_class_names",
     "add_common",
     "add_data",
+    "add_labels_file",
     "add_settings",
     "add_split_settings",
     "build_parser",
@@ -145,6 +147,18 @@ def add_keys(g: Any) -> None:
     )
 
 
+def add_labels_file(g: Any, name: str) -> None:
+    """``--NAME-labels``: the labels file of a ``.npy`` features file."""
+    g.add_argument(
+        flag(f"{name}_labels"), type=Path, metavar="PATH", help=f"labels of a .npy {name} file"
+    )
+
+
+def add_class_names(g: Any) -> None:
+    """``--class-names``: a text file of class names, one per line."""
+    g.add_argument("--class-names", type=Path, metavar="PATH", help="text file, one name per line")
+
+
 def add_data(
     p: argparse.ArgumentParser, *, train: bool, val: bool, test: bool, names: bool = True
 ) -> None:
@@ -159,9 +173,7 @@ def add_data(
         g.add_argument(
             "classifier", type=Path, help="classifier: .npz, .npy, .pt/.pth, .safetensors"
         )
-        g.add_argument(
-            "--train-labels", type=Path, metavar="PATH", help="labels of a .npy train file"
-        )
+        add_labels_file(g, "train")
     g.add_argument(
         "--weight-key",
         metavar="KEY",
@@ -171,17 +183,10 @@ def add_data(
         if (val, test)[name == "test"]:
             text = text or "test set for the reported accuracies"
             g.add_argument(flag(name), type=Path, metavar="PATH", help=text)
-            g.add_argument(
-                flag(f"{name}_labels"),
-                type=Path,
-                metavar="PATH",
-                help=f"labels of a .npy {name} file",
-            )
+            add_labels_file(g, name)
     add_keys(g)
     if names:
-        g.add_argument(
-            "--class-names", type=Path, metavar="PATH", help="text file, one name per line"
-        )
+        add_class_names(g)
     g.add_argument(
         "--groups",
         type=Path,

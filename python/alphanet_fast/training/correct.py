@@ -50,6 +50,7 @@ from alphanet_fast.training.trainer import (
     torch_settings,
     train,
 )
+from alphanet_fast.typing import ArrayLike, FeaturesLike, LabelsLike, WeightsLike
 
 __all__ = ["LOOP_THREADS", "correct"]
 
@@ -269,10 +270,10 @@ def _train(
 
 
 def correct(
-    features: Any,
-    labels: Any,
-    W: Any,
-    b: Any = None,
+    features: FeaturesLike,
+    labels: LabelsLike,
+    W: WeightsLike,
+    b: WeightsLike | None = None,
     *,
     k: int = _D["k"],
     metric: str = _D["metric"],
@@ -287,12 +288,12 @@ def correct(
     few_below: int = _D["few_below"],
     many_above: int = _D["many_above"],
     score_scale: float = _D["score_scale"],
-    val: tuple[Any, Any] | None = None,
+    val: tuple[FeaturesLike, LabelsLike] | None = None,
     min_epochs: int = _D["min_epochs"],
     device: Any = _D["device"],
     seed: int = _D["seed"],
     progress: bool | None = None,
-    neighbors: Any = None,
+    neighbors: ArrayLike | None = None,
 ) -> AlphaNetResult:
     """Correct a long-tailed classifier's rare-class weights with AlphaNet.
 
