@@ -33,6 +33,7 @@ DEFAULT_TESTS = ["tests/test_reference_alphanet.py", "tests/test_method.py"]
 MUTATIONS = {
     "softmax": (
         "softmax instead of signed L1 normalisation of the network's outputs",
+        # AlphaNetwork.forward (model.py).
         r"F\.normalize\((\w+), p=1(?:\.0)?, dim=1\)",
         r"torch.softmax(\1, dim=1)",
     ),
@@ -43,19 +44,22 @@ MUTATIONS = {
     ),
     "uniform-rows": (
         "base rows drawn uniformly by row instead of class-balanced",
-        r"(\w+) = (\w+)\[starts\[cls\] \+ rng\.integers\(0, \w+\[cls\]\)\]",
-        r"\1 = \2[rng.integers(0, \2.size, size=cls.size)]",
+        # ClassBalancedSampler.draw (training/sampling.py): a class, then one of its rows.
+        r"return (self\.\w+)\[self\.starts\[(\w+)\] \+ rng\.integers\(0, self\.counts\[\2\]\)\]",
+        r"return \1[rng.integers(0, \1.size, size=\2.size)]",
     ),
     "last-epoch": (
         "the last epoch kept instead of the best validation epoch",
-        r"keep = epoch >= first_eligible and acc > best_acc",
-        r"keep = epoch == epochs",
+        # _Best.offer (training/trainer.py): the validated branch.
+        r"keep = epoch >= self\.first_eligible and acc > self\.acc",
+        r"keep = epoch == self.epochs",
     ),
     "farthest": (
         "the k farthest base classes instead of the nearest",
-        r"(\w+), (\w+) = nearest_neighbors\(means\[few\], means\[base\], k, metric\)",
+        # choose_neighbors (neighbors.py), the one rule correct() uses.
+        r"(\w+), (\w+) = nearest_neighbors\(means\[kept\], means\[base\], k, metric\)",
         r"\1, \2 = (a[:, ::-1][:, :k] for a in "
-        r"nearest_neighbors(means[few], means[base], base.size, metric))",
+        r"nearest_neighbors(means[kept], means[base], base.size, metric))",
     ),
 }
 

@@ -37,15 +37,20 @@ pub fn require_finite<T: Real>(x: ArrayView2<T>, arg: &'static str) -> Result<()
 }
 
 /// Every entry of `values` must lie in `[0, bound)`.
+///
+/// The error reports the value that failed the check, read once: the array may be
+/// a view that another thread writes to, and a second read could see a valid one.
 pub fn require_indices(values: &[i64], bound: usize, arg: &'static str) -> Result<()> {
     match values
         .iter()
-        .position(|&v| v < 0 || v as u64 >= bound as u64)
+        .copied()
+        .enumerate()
+        .find(|&(_, v)| v < 0 || v as u64 >= bound as u64)
     {
-        Some(row) => Err(KernelError::IndexOutOfRange {
+        Some((row, value)) => Err(KernelError::IndexOutOfRange {
             arg,
             row,
-            value: values[row],
+            value,
             bound,
         }),
         None => Ok(()),

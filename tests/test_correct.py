@@ -48,26 +48,6 @@ def test_result_does_not_depend_on_the_callers_thread_count():
     np.testing.assert_array_equal(one.W, two.W)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu():
-    data = af.datasets.make_long_tail("small", seed=0)
-    args = (data.train_features, data.train_labels, data.W, data.b)
-    kwargs = dict(val=(data.val_features, data.val_labels), epochs=8, progress=False, seed=3)
-    cpu = af.correct(*args, device="cpu", **kwargs)
-    gpu = af.correct(*args, device="cuda", **kwargs)
-    again = af.correct(*args, device="cuda", **kwargs)
-    np.testing.assert_array_equal(gpu.alphas, again.alphas)
-    np.testing.assert_array_equal(cpu.neighbors, gpu.neighbors)
-    for h_cpu, h_gpu in zip(cpu.history, gpu.history):
-        assert h_gpu["loss"] == pytest.approx(h_cpu["loss"], rel=1e-4)
-    # Selection may flip between two epochs of equal merit; compare the same epoch.
-    same = af.correct(*args, device="cuda", **{**kwargs, "val": None})
-    ref = af.correct(*args, device="cpu", **{**kwargs, "val": None})
-    np.testing.assert_allclose(same.alphas, ref.alphas, rtol=1e-3, atol=2e-3)
-    np.testing.assert_allclose(same.W, ref.W, rtol=1e-3, atol=2e-3)
-    assert gpu.config["device"].startswith("cuda")
-
-
 def test_device_auto_picks_what_torch_sees():
     x, y, W, b, _, _ = toy(9)
     res = af.correct(x, y, W, b, **{**FAST, "device": "auto"})

@@ -62,7 +62,47 @@ def test_set_num_threads_roundtrip():
         np.testing.assert_array_equal(af.class_means(x, np.arange(500) % 7)[0], one)
     finally:
         af.set_num_threads(0)
-    assert af.get_num_threads() == before or os.environ.get("ALPHANET_FAST_NUM_THREADS")
+    assert af.get_num_threads() == before
+
+
+RESTORE_DEFAULT = textwrap.dedent(
+    """
+    import alphanet_fast as af
+    from alphanet_fast import _core
+    af.set_num_threads(1)
+    af.class_means([[1.0]], [0])
+    assert af.get_num_threads() == 1
+    af.set_num_threads(0)
+    af.class_means([[1.0]], [0])
+    print(af.get_num_threads(), _core.max_threads())
+    """
+)
+
+
+THREAD_VARIABLES = ("ALPHANET_FAST_NUM_THREADS", "RAYON_NUM_THREADS")
+
+
+def threads_after_restoring_the_default(**env_vars):
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    out = subprocess.run(
+        [sys.executable, "-c", RESTORE_DEFAULT],
+        env={**env, **env_vars},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    threads, ceiling = map(int, out.stdout.split())
+    return threads, ceiling
+
+
+def test_set_num_threads_zero_restores_the_environment_setting():
+    threads, _ = threads_after_restoring_the_default(ALPHANET_FAST_NUM_THREADS="3")
+    assert threads == 3
+
+
+def test_set_num_threads_zero_without_a_setting_uses_the_available_cpus():
+    threads, ceiling = threads_after_restoring_the_default()
+    assert threads == min(len(os.sched_getaffinity(0)), ceiling)
 
 
 def _child_means(queue):

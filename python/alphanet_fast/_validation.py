@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -224,6 +225,21 @@ def _require_integral(arr: np.ndarray, name: str) -> None:
         raise fail(name, f"entry {row} is {value}, expected an integer within the int64 range", row)
 
 
+def _still_bad(
+    labels: np.ndarray, found: np.ndarray, bad: Callable[[int], bool]
+) -> tuple[int, int] | None:
+    """The first of the entries ``found`` bad that is still bad when read for the message.
+
+    Labels are read in place, so another thread may change an entry between the
+    vectorised check and the message; a message must never show a valid value.
+    """
+    for i in found:
+        value = int(labels[i])
+        if bad(value):
+            return int(i), value
+    return None
+
+
 def labels_array(
     y: Any, name: str, *, n_rows: int, n_classes: int | None
 ) -> tuple[np.ndarray, int]:
@@ -233,20 +249,18 @@ def labels_array(
         raise fail(
             name, f"expected {n_rows} labels (one per row of features), found {labels.shape[0]}"
         )
-    negative = np.flatnonzero(labels < 0)
-    if negative.size:
-        i = int(negative[0])
-        raise fail(name, f"entry {i} is {labels[i]}, labels must be non-negative", i)
+    negative = _still_bad(labels, np.flatnonzero(labels < 0), lambda v: v < 0)
+    if negative is not None:
+        i, value = negative
+        raise fail(name, f"entry {i} is {value}, labels must be non-negative", i)
     if n_classes is None:
         n_classes = int(labels.max()) + 1
     else:
         n_classes = positive_int(n_classes, "n_classes", upper=np.iinfo(np.int64).max)
-        over = np.flatnonzero(labels >= n_classes)
-        if over.size:
-            i = int(over[0])
-            raise fail(
-                name, f"entry {i} is {labels[i]}, expected an integer in [0, {n_classes})", i
-            )
+        over = _still_bad(labels, np.flatnonzero(labels >= n_classes), lambda v: v >= n_classes)
+        if over is not None:
+            i, value = over
+            raise fail(name, f"entry {i} is {value}, expected an integer in [0, {n_classes})", i)
     return labels, n_classes
 
 

@@ -164,8 +164,21 @@ class AlphaNetResult:
 
         Examples
         --------
-        >>> import tempfile, os, alphanet_fast as af
-        >>> # res = af.correct(...); res.save("alphanet.npz"); af.load_result("alphanet.npz")
+        >>> import os, tempfile
+        >>> res = AlphaNetResult(
+        ...     W=np.eye(2), b=np.zeros(2), alphas=np.array([[1.0, -0.25]]),
+        ...     few_classes=np.array([0]), neighbors=np.array([[1]]),
+        ...     neighbor_distances=np.array([[1.5]]),
+        ...     splits=Splits(few=[0], medium=[1], many=[], n_classes=2),
+        ...     counts=np.array([3, 50]), history=[{"epoch": 1, "loss": 0.5, "lr": 0.01}],
+        ...     best_epoch=1, config={"k": 1})
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     res.save(os.path.join(folder, "alphanet.npz"))
+        ...     back = load_result(os.path.join(folder, "alphanet.npz"))
+        >>> back.alphas, back.neighbors
+        (array([[ 1.  , -0.25]]), array([[1]]))
+        >>> np.array_equal(back.W, res.W), back.history == res.history, back.config
+        (True, True, {'k': 1})
         """
         path = os.fspath(path)
         meta = {
@@ -307,8 +320,20 @@ def load_result(path: str | os.PathLike) -> AlphaNetResult:
 
     Examples
     --------
+    A result saved after training re-applies its alphas to the original weights:
+
+    >>> import os, tempfile
     >>> import alphanet_fast as af
-    >>> # res = af.load_result("alphanet.npz"); res.apply(W)
+    >>> d = af.datasets.make_long_tail("small", n_classes=30, dim=8, seed=0)
+    >>> res = af.correct(d.train_features, d.train_labels, d.W, d.b, epochs=2,
+    ...                  device="cpu", progress=False)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     res.save(os.path.join(folder, "alphanet.npz"))
+    ...     back = af.load_result(os.path.join(folder, "alphanet.npz"))
+    >>> np.array_equal(back.apply(d.W), res.W), back.best_epoch == res.best_epoch
+    (True, True)
+    >>> bool((back.W[back.few_classes] != d.W[back.few_classes]).any())
+    True
     """
     from alphanet_fast.formats import check_zip, one_line
 

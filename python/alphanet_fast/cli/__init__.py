@@ -19,9 +19,14 @@ Layout: :mod:`.parser` (shared options; the settings' flags generated from
 
 Examples
 --------
+The settings' flags take their defaults from
+:class:`~alphanet_fast.settings.Settings`, as :func:`alphanet_fast.correct` does:
+
 >>> from alphanet_fast.cli import build_parser
->>> build_parser().parse_args(["neighbors", "train.npz", "-k", "3"]).k
-3
+>>> from alphanet_fast.settings import Settings
+>>> args = build_parser().parse_args(["correct", "train.npz", "clf.pt", "-k", "3"])
+>>> args.k, args.rho == Settings().rho, args.epochs == Settings().epochs
+(3, True, True)
 """
 
 from __future__ import annotations
@@ -64,9 +69,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Examples
     --------
+    Three classes in the plane; class 2 has two training rows, so it is the few
+    class, and its neighbours are the other classes' means at distances 4 and 5:
+
+    >>> import os, tempfile
+    >>> import numpy as np
     >>> from alphanet_fast.cli import main
-    >>> main(["neighbors", "train.npz", "--class-names", "names.txt"])  # doctest: +SKIP
+    >>> features = np.repeat([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]], [30, 30, 2], axis=0)
+    >>> labels = np.repeat([0, 1, 2], [30, 30, 2])
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "train.npz")
+    ...     np.savez(path, features=features, labels=labels)
+    ...     main(["neighbors", path, "-k", "2"])
+    1 few classes, 2 nearest base classes each (euclidean distance between class means):
+    [class 2] (2 training samples): [class 0] 4.0000, [class 1] 5.0000
     0
+
+    A malformed command line prints its usage to stderr and returns 2:
+
+    >>> main(["neighbors", "train.npz", "-k", "two"])
+    2
     """
     parser = build_parser()
     try:
