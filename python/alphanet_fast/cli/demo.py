@@ -67,7 +67,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="also compare AlphaNet with the post-hoc baselines (NCM, tau-norm, logit "
         "adjustment, LWS, cRT) and AlphaNet on top of them, one seed, and recommend one on "
-        "validation; writes comparison/ (adds about a minute on 2 cores)",
+        "validation; writes comparison/ (adds about 90 s on 2 cores)",
     )
     p.add_argument(
         "--save-data",
