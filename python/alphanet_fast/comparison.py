@@ -276,7 +276,7 @@ class _Sets:
         self.test = None
         if test is not None:
             try:
-                self.test = check_val(test, d, n_classes)
+                self.test = check_val(test, d, n_classes, "test")
             except (TypeError, ValueError) as exc:
                 raise type(exc)(str(exc).replace("val", "test")) from None
         self.splits = splits_from_counts(

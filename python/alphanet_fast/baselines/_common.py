@@ -9,13 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._inputs import classifier_inputs, data_pair
 from alphanet_fast._memory import release_rows, row_chunks
 from alphanet_fast._validation import (
-    float_dtype_of,
     float_matrix,
-    float_vector,
-    labels_array,
-    require_finite,
 )
 
 #: Bytes of validation scores (rows x classes) held at once while candidates are tried.
@@ -136,31 +133,14 @@ class Inputs:
 
 def check_inputs(features: Any, labels: Any, W: Any, b: Any) -> Inputs:
     """Check the arguments every baseline takes, as :func:`alphanet_fast.correct` does."""
-    W_arr = float_matrix(W, "W")
-    n_classes, d = W_arr.shape
-    x = float_matrix(features, "features")
-    if x.shape[1] != d:
-        raise ValueError(f"features: expected {d} columns (as W), found shape {x.shape}")
-    y, _ = labels_array(labels, "labels", n_rows=x.shape[0], n_classes=n_classes)
-    require_finite(W_arr, "W")
-    if b is None:
-        bias = np.zeros(n_classes, dtype=W_arr.dtype)
-    else:
-        bias = float_vector(b, "b", length=n_classes, dtype=float_dtype_of(b, "b"))
-        require_finite(bias, "b")
-    counts = np.bincount(y, minlength=n_classes).astype(np.int64)
+    W_arr, x, y, bias = classifier_inputs(features, labels, W, b)
+    counts = np.bincount(y, minlength=W_arr.shape[0]).astype(np.int64)
     return Inputs(x=x, y=y, counts=counts, W=W_arr, b=bias)
 
 
-def check_val(val: Any, d: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """``val`` as a checked (features, labels) pair."""
-    if not isinstance(val, (tuple, list)) or len(val) != 2:
-        raise TypeError(f"val: expected a (features, labels) pair, found {type(val).__name__}")
-    vx = float_matrix(val[0], "val[0] (features)")
-    if vx.shape[1] != d:
-        raise ValueError(f"val[0] (features): expected {d} columns (as W), found shape {vx.shape}")
-    vy, _ = labels_array(val[1], "val[1] (labels)", n_rows=vx.shape[0], n_classes=n_classes)
-    return vx, vy
+def check_val(val: Any, d: int, n_classes: int, name: str = "val") -> tuple[np.ndarray, np.ndarray]:
+    """``val`` (or the argument ``name``) as a checked (features, labels) pair."""
+    return data_pair(val, name, d, n_classes)
 
 
 def real_number(value: Any, name: str) -> float:

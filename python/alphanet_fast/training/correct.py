@@ -22,14 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alphanet_fast._rows import RowSource
-from alphanet_fast._validation import (
-    float_dtype_of,
-    float_matrix,
-    float_vector,
-    labels_array,
-    require_finite,
-)
+from alphanet_fast._inputs import classifier_inputs, data_pair
 from alphanet_fast.kernels import combine
 from alphanet_fast.neighbors import Neighbors, choose_neighbors
 from alphanet_fast.result import AlphaNetResult
@@ -87,34 +80,6 @@ def _show_progress(progress: Any) -> bool:
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress: expected None, True or False, found {progress!r}")
     return bool(progress)
-
-
-def _val_pair(val: Any, d: int, n_classes: int) -> tuple[Any, np.ndarray]:
-    if not isinstance(val, (tuple, list)) or len(val) != 2:
-        raise TypeError(f"val: expected a (features, labels) pair, found {type(val).__name__}")
-    vx = val[0] if isinstance(val[0], RowSource) else float_matrix(val[0], "val[0] (features)")
-    if vx.shape[1] != d:
-        raise ValueError(f"val[0] (features): expected {d} columns (as W), found shape {vx.shape}")
-    vy, _ = labels_array(val[1], "val[1] (labels)", n_rows=vx.shape[0], n_classes=n_classes)
-    return vx, vy
-
-
-def _check_data(features: Any, labels: Any, W: Any, b: Any):
-    """The checked arrays: ``W``, the features (a RowSource is kept), labels, bias."""
-    W_arr = float_matrix(W, "W")
-    n_classes, d = W_arr.shape
-    # A RowSource (Dask features) is read only through class_means and row gathers.
-    x = features if isinstance(features, RowSource) else float_matrix(features, "features")
-    if x.shape[1] != d:
-        raise ValueError(f"features: expected {d} columns (as W), found shape {x.shape}")
-    y, _ = labels_array(labels, "labels", n_rows=x.shape[0], n_classes=n_classes)
-    require_finite(W_arr, "W")
-    if b is None:
-        bias = np.zeros(n_classes, dtype=W_arr.dtype)
-    else:
-        bias = float_vector(b, "b", length=n_classes, dtype=float_dtype_of(b, "b")).copy()
-        require_finite(bias, "b")
-    return W_arr, x, y, bias
 
 
 def _check_network_size(n_few: int, d: int, settings: Settings) -> None:
@@ -419,12 +384,12 @@ def correct(
     t_start = time.perf_counter()
     budgets = current_budgets()
     knobs = {name: value for name, value in locals().items() if name in _D}
-    W_arr, x, y, bias = _check_data(features, labels, W, b)
+    W_arr, x, y, bias = classifier_inputs(features, labels, W, b, row_sources=True)
     n_classes, d = W_arr.shape
     settings = Settings(**knobs)  # checked in the order of its fields
     show = _show_progress(progress)
     dev = _device(settings.device)
-    val = None if val is None else _val_pair(val, d, n_classes)
+    val = None if val is None else data_pair(val, "val", d, n_classes, row_sources=True)
     counts = np.bincount(y, minlength=n_classes).astype(np.int64)
     splits = splits_from_counts(
         counts, few_below=settings.few_below, many_above=settings.many_above
