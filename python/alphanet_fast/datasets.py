@@ -230,6 +230,19 @@ def _train_baseline(
     return layer.weight.detach().numpy().copy(), layer.bias.detach().numpy().copy()
 
 
+def _sample(rng: np.random.Generator, centres: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Float32 features of ``labels``: each class's centre plus standard normal noise,
+    drawn in blocks of about 16 MiB."""
+    dim = centres.shape[1]
+    out = np.empty((labels.size, dim), dtype=np.float32)
+    block = max(1, (16 << 20) // (4 * dim))
+    for lo in range(0, labels.size, block):
+        sl = slice(lo, lo + block)
+        rng.standard_normal(out=out[sl], dtype=np.float32)
+        out[sl] += centres[labels[sl]]
+    return out
+
+
 def make_long_tail(
     profile: str = "small",
     *,
@@ -316,13 +329,7 @@ def make_long_tail(
     centres_full, basis = _class_centres(p, rng, groups, dim)
 
     def sample(labels: np.ndarray) -> np.ndarray:
-        out = np.empty((labels.size, dim), dtype=np.float32)
-        block = max(1, (16 << 20) // (4 * dim))
-        for lo in range(0, labels.size, block):
-            sl = slice(lo, lo + block)
-            rng.standard_normal(out=out[sl], dtype=np.float32)
-            out[sl] += centres_full[labels[sl]]
-        return out
+        return _sample(rng, centres_full, labels)
 
     train_labels = rng.permutation(np.repeat(np.arange(n_classes, dtype=np.int64), counts))
     train_features = sample(train_labels)

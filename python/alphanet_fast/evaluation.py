@@ -315,16 +315,7 @@ def evaluate(
         splits = splits.splits
     split_of = _split_arrays(splits, n_classes)
 
-    group_ids = None
-    if groups is not None:
-        g = np.asarray(groups)
-        if g.ndim != 1 or g.shape[0] != n_classes:
-            raise ValueError(
-                f"groups: expected one group per class ({n_classes}), found shape {g.shape}"
-            )
-        # Any labels (ints, strings) become small ints; only equality matters.
-        group_ids = np.unique(g, return_inverse=True)[1].reshape(-1)
-
+    group_ids = None if groups is None else _group_ids(groups, n_classes)
     nb_arrays = None if neighbors is None else _neighbor_arrays(neighbors, n_classes)
 
     top, _ = topk_scores(x, w, bias, k=max(ks))
@@ -374,6 +365,16 @@ def evaluate(
         group_accuracy=group_accuracy if group_ids is not None else None,
         hit_counts=hit_counts,
     )
+
+
+def _group_ids(groups: Any, n_classes: int) -> np.ndarray:
+    """Each class's group as a small int (any labels, ints or strings; only equality matters)."""
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.shape[0] != n_classes:
+        raise ValueError(
+            f"groups: expected one group per class ({n_classes}), found shape {g.shape}"
+        )
+    return np.unique(g, return_inverse=True)[1].reshape(-1)
 
 
 def _few_breakdown(

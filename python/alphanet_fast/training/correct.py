@@ -149,6 +149,15 @@ def _unchanged(W_arr, bias, splits, counts, config, k, t_start) -> AlphaNetResul
     )
 
 
+def _few_positions(splits: Splits, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The few classes (a copy: torch.from_numpy warns on read-only arrays), each
+    class's position among them (-1 for a base class), and the few classes' rows."""
+    few = splits.few.copy()
+    few_index = np.full(splits.n_classes, -1, dtype=np.int64)
+    few_index[few] = np.arange(few.size)
+    return few, few_index, np.flatnonzero(few_index[y] >= 0)
+
+
 def _train(
     run: _Run,
     nb: Neighbors,
@@ -160,10 +169,7 @@ def _train(
     """Draw the epochs, score what never changes, and train: the kept coefficients
     (F, k), the kept epoch and the history."""
     x, y, splits, dev, watch, budgets = run.x, run.y, run.splits, run.dev, run.watch, run.budgets
-    s, few = run.settings, splits.few.copy()  # a copy: torch.from_numpy warns on read-only
-    few_index = np.full(splits.n_classes, -1, dtype=np.int64)
-    few_index[few] = np.arange(few.size)
-    few_rows = np.flatnonzero(few_index[y] >= 0)
+    s, (few, few_index, few_rows) = run.settings, _few_positions(splits, y)
     workers = torch.get_num_threads() if dev.type == "cpu" else 1
     with torch_settings(LOOP_THREADS, dev), ExitStack() as threads:
         # The scoring workers may go early (scoring.close()); the network's stay.
@@ -422,13 +428,28 @@ def correct(
         raise ValueError("labels: no training sample belongs to a few class; nothing to train on")
     run = _Run(x, y, W_arr, bias, splits, settings, dev, watch, budgets)
     best_alphas, best_epoch, history = _train(run, nb, val=val, rng=sample_rng, show=show)
+    return _combined(run, nb, best_alphas, counts, best_epoch, history, config, t_start)
+
+
+def _combined(
+    run: _Run,
+    nb: Neighbors,
+    best_alphas: np.ndarray,
+    counts: np.ndarray,
+    best_epoch: int,
+    history: list,
+    config: dict,
+    t_start: float,
+) -> AlphaNetResult:
+    """The final update (few rows combined from the original ones) and the result."""
+    splits, watch = run.splits, run.watch
     with watch.stage("final_update"):
         alphas = np.hstack([np.ones((splits.few.size, 1)), best_alphas])
-        W_new = combine(W_arr, splits.few, nb.classes, alphas)
+        W_new = combine(run.W, splits.few, nb.classes, alphas)
     watch.seconds["total"] = time.perf_counter() - t_start
     return AlphaNetResult(
         W=W_new,
-        b=bias,
+        b=run.bias,
         alphas=alphas,
         few_classes=splits.few.copy(),
         neighbors=np.array(nb.classes, dtype=np.int64),  # a copy: it may be the caller's
