@@ -1,20 +1,26 @@
-//! Per-class sums, counts and means of feature rows, in one streaming pass.
+//! Per-class sums, counts and means of feature rows.
 //!
-//! Rows are read in blocks of about [`BLOCK_BYTES`], in order. The columns are
-//! cut into stripes of a few cache lines; one task owns one stripe of the
-//! float64 sums table and adds the matching stripe of every row of the block
-//! into the row of that row's class. A stripe of the sums table (classes x
-//! stripe width) stays in cache while the block streams by, so rows are read
-//! sequentially at full memory bandwidth instead of being gathered class by
-//! class, and the sums never thrash even when the whole `C x d` table is far
-//! larger than the cache.
+//! Two ways through the rows, chosen by their width, give the same bits:
 //!
-//! Every element of the sums receives its rows in row order, one addition at a
-//! time, whatever the stripe width, block size or number of threads: the result
-//! is bitwise the plain sequential sum, and summing a matrix in consecutive
-//! chunks into the same table gives the same bits as one call.
+//! * wide rows (at least [`WIDE_ROW_BYTES`]; d = 1,024 float32 and up) take
+//!   [`by_class`]: the rows of a block are grouped by class and each task adds
+//!   one class's rows, each read whole, into that class's sums row, which stays
+//!   in cache;
+//! * narrow rows take [`stripes`]: rows streamed in order, each task adding a
+//!   stripe of columns of every row into a stripe of the sums table.
 //!
-//! Memory beyond the `C x d` float64 sums: none that grows with the rows.
+//! Either way every element of the sums receives its rows in row order, one
+//! addition at a time, whatever the piece widths, block sizes or number of
+//! threads: the result is bitwise the plain sequential sum, and summing a
+//! matrix in consecutive chunks into the same table gives the same bits as one
+//! call.
+//!
+//! Memory beyond the `C x d` float64 sums: for wide rows the block's row order
+//! (four bytes per row, at most 16 MiB) and the class offsets; for narrow rows
+//! none.
+
+mod by_class;
+mod stripes;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -24,14 +30,13 @@ use crate::real::Real;
 use crate::simd::Simd;
 use crate::validate::{first_non_finite_row, require_nonempty};
 
-/// Target size of the feature rows read per block.
-pub const BLOCK_BYTES: usize = 16 << 20;
-/// Widest stripe, in columns (four cache lines of float32).
-const MAX_STRIPE: usize = 128;
-/// Narrowest stripe: one cache line of float32.
-const MIN_STRIPE: usize = 16;
-/// Largest sums stripe (classes x width x 8 bytes) a task should keep hot.
-const STRIPE_CACHE_BYTES: usize = 16 << 20;
+pub use by_class::BLOCK_ROWS;
+pub use stripes::BLOCK_BYTES;
+
+/// Rows at least this wide take the by-class path. Measured on 2 cores
+/// (benches/README.md): by class is faster at 4 KiB and 8 KiB rows
+/// (d = 1,024 and 2,048 float32), stripes at 2 KiB rows (d = 512).
+pub const WIDE_ROW_BYTES: usize = 4096;
 
 /// Float64 sums and counts per class.
 #[derive(Debug, Clone)]
@@ -42,14 +47,9 @@ pub struct ClassSums {
     pub counts: Vec<i64>,
 }
 
-/// Rows ahead whose stripe is prefetched. A stripe of a row is a few cache
-/// lines on a page of its own, so the hardware prefetchers (which follow a
-/// stream within a page) cannot see the next one coming.
-const PREFETCH_ROWS: usize = 6;
-
 /// Ask for the cache lines of `bytes` bytes from `p` (a hint: no effect on results).
 #[inline(always)]
-unsafe fn prefetch_stripe<T>(p: *const T, bytes: usize) {
+unsafe fn prefetch_bytes<T>(p: *const T, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -64,118 +64,23 @@ unsafe fn prefetch_stripe<T>(p: *const T, bytes: usize) {
     let _ = (p, bytes);
 }
 
-/// Add columns `c0..c1` of every row of `block` into the same columns of the
-/// row of `sums` given by that row's label, in row order.
-#[inline(always)]
-unsafe fn add_stripe_generic<T: Real>(
-    block: ArrayView2<T>,
-    labels: &[i64],
-    sums: SumsPtr,
-    d: usize,
-    c0: usize,
-    c1: usize,
-) {
-    let w = c1 - c0;
-    let (row_stride, col_stride) = (block.strides()[0], block.strides()[1]);
-    let base = block.as_ptr();
-    for (r, &label) in labels.iter().enumerate() {
-        let acc = std::slice::from_raw_parts_mut(sums.0.add(label as usize * d + c0), w);
-        let row = base.offset(r as isize * row_stride + c0 as isize * col_stride);
-        if let Some(&next_label) = labels.get(r + PREFETCH_ROWS) {
-            let next = row.offset(PREFETCH_ROWS as isize * row_stride);
-            prefetch_stripe(
-                next,
-                w * std::mem::size_of::<T>() * col_stride.unsigned_abs(),
-            );
-            prefetch_stripe(
-                sums.0.add(next_label as usize * d + c0) as *const T,
-                w * std::mem::size_of::<f64>(),
-            );
-        }
-        if col_stride == 1 {
-            let values = std::slice::from_raw_parts(row, w);
-            for (a, &v) in acc.iter_mut().zip(values) {
-                *a += v.to_f64();
-            }
-        } else {
-            for (j, a) in acc.iter_mut().enumerate() {
-                *a += (*row.offset(j as isize * col_stride)).to_f64();
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn add_stripe_avx512<T: Real>(
-    block: ArrayView2<T>,
-    labels: &[i64],
-    sums: SumsPtr,
-    d: usize,
-    c0: usize,
-    c1: usize,
-) {
-    add_stripe_generic(block, labels, sums, d, c0, c1)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn add_stripe_avx2<T: Real>(
-    block: ArrayView2<T>,
-    labels: &[i64],
-    sums: SumsPtr,
-    d: usize,
-    c0: usize,
-    c1: usize,
-) {
-    add_stripe_generic(block, labels, sums, d, c0, c1)
-}
-
-/// [`add_stripe_generic`] compiled for the vector level `simd` (which the CPU
-/// must have). Each element still receives its rows one addition at a time, in
-/// row order, so every level gives the same bits.
-///
-/// # Safety
-/// `sums` must point to a `labels.len()`-independent table of at least
-/// `(max label + 1) x d` float64 that no other thread touches in columns
-/// `c0..c1`, and `c1 <= d == block.ncols()`.
-unsafe fn add_stripe<T: Real>(
-    simd: Simd,
-    block: ArrayView2<T>,
-    labels: &[i64],
-    sums: SumsPtr,
-    d: usize,
-    c0: usize,
-    c1: usize,
-) {
-    match simd {
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx512 => add_stripe_avx512(block, labels, sums, d, c0, c1),
-        #[cfg(target_arch = "x86_64")]
-        Simd::Avx2 => add_stripe_avx2(block, labels, sums, d, c0, c1),
-        _ => add_stripe_generic(block, labels, sums, d, c0, c1),
-    }
-}
-
-/// A pointer to the sums table that tasks write through, each to a stripe of
-/// columns no other task touches.
+/// A pointer to the sums table that tasks write through, each to a part no
+/// other task touches.
 #[derive(Clone, Copy)]
 struct SumsPtr(*mut f64);
-// SAFETY: tasks write disjoint column stripes (see `accumulate_class_sums`).
+// SAFETY: tasks write disjoint parts of the table (see each path).
 unsafe impl Send for SumsPtr {}
 unsafe impl Sync for SumsPtr {}
 
-/// Columns per stripe: wide enough to read whole cache lines, narrow enough
-/// that a stripe of the sums stays in cache, and enough stripes to keep every
-/// thread busy. Any width gives the same result.
-fn stripe_width(d: usize, n_classes: usize, threads: usize) -> usize {
-    let mut width = MAX_STRIPE;
-    while width > MIN_STRIPE
-        && (n_classes * width * 8 > STRIPE_CACHE_BYTES || d.div_ceil(width) < 2 * threads)
-    {
-        width /= 2;
+impl SumsPtr {
+    /// The piece's columns of its class's row of the `? x d` table.
+    ///
+    /// # Safety
+    /// The range lies in the table and no other live slice overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn piece(&self, d: usize, p: &by_class::Piece) -> &mut [f64] {
+        std::slice::from_raw_parts_mut(self.0.add(p.class * d + p.c0), p.c1 - p.c0)
     }
-    width.min(d.max(1))
 }
 
 /// Per-class float64 sums and counts of the rows of `features`.
@@ -245,25 +150,16 @@ pub fn accumulate_class_sums<T: Real>(
         counts[l as usize] += 1;
     }
 
-    // Chosen once per call: every stripe of every block runs the same loop.
     let simd = Simd::current();
-    let width = stripe_width(d, n_classes, rayon::current_num_threads());
-    let stripes = d.div_ceil(width);
-    let block_rows = (BLOCK_BYTES / (d * std::mem::size_of::<T>()).max(1)).max(1);
-    let sums_ptr = SumsPtr(sums.as_mut_ptr());
-    let mut block_start = 0;
-    while block_start < n {
-        let block_end = (block_start + block_rows).min(n);
-        let block = features.slice(ndarray::s![block_start..block_end, ..]);
-        let block_labels = &labels[block_start..block_end];
-        (0..stripes).into_par_iter().for_each(|s| {
-            let c0 = s * width;
-            let c1 = (c0 + width).min(d);
-            // SAFETY: columns c0..c1 of every row of `sums` belong to this task
-            // alone, and every label was checked to be below n_classes.
-            unsafe { add_stripe(simd, block, block_labels, sums_ptr, d, c0, c1) };
-        });
-        block_start = block_end;
+    let table = SumsPtr(sums.as_mut_ptr());
+    // SAFETY: `sums` is n_classes x d and borrowed mutably for the call; every
+    // label was checked to be below n_classes.
+    unsafe {
+        if d * std::mem::size_of::<T>() >= WIDE_ROW_BYTES {
+            by_class::add_by_class(simd, features, labels, table, n_classes, BLOCK_ROWS);
+        } else {
+            stripes::add_by_stripes(simd, features, labels, table, n_classes);
+        }
     }
 
     if sums.iter().any(|v| !v.is_finite()) {
@@ -412,27 +308,149 @@ mod tests {
         assert!(same_bits(&sums, &plain));
     }
 
+    /// The plain sequential float64 sum of the rows of each class.
+    fn plain_sums(x: &Array2<f32>, labels: &[i64], c: usize) -> Array2<f64> {
+        let mut plain = Array2::<f64>::zeros((c, x.ncols()));
+        for (i, &l) in labels.iter().enumerate() {
+            for j in 0..x.ncols() {
+                plain[[l as usize, j]] += x[[i, j]] as f64;
+            }
+        }
+        plain
+    }
+
+    /// Both paths' sums of the rows of `x`, on `threads` threads.
+    fn both_paths(x: &Array2<f32>, labels: &[i64], c: usize, threads: usize) -> [Vec<f64>; 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let d = x.ncols();
+        pool.install(|| {
+            let mut by_rows = vec![0f64; c * d];
+            let mut by_stripes = vec![0f64; c * d];
+            // SAFETY: c x d tables, labels below c.
+            unsafe {
+                let t = SumsPtr(by_rows.as_mut_ptr());
+                by_class::add_by_class(Simd::current(), x.view(), labels, t, c, 997);
+                let t = SumsPtr(by_stripes.as_mut_ptr());
+                stripes::add_by_stripes(Simd::current(), x.view(), labels, t, c);
+            }
+            [by_rows, by_stripes]
+        })
+    }
+
+    #[test]
+    fn both_paths_give_the_plain_sum_at_any_thread_count() {
+        // Wide (above WIDE_ROW_BYTES, not a multiple of 16 columns) and narrow
+        // rows; one class with most rows, so that it is cut into column pieces.
+        for (n, d) in [(3_000usize, 2_100usize), (5_000, 40)] {
+            let c = 6;
+            let mut seed = 13u64 + d as u64;
+            let x = Array2::from_shape_fn((n, d), |_| lcg(&mut seed) as f32 * 1e3);
+            let labels: Vec<i64> = (0..n)
+                .map(|i| if i % 7 == 0 { (i % 5) as i64 } else { 3 })
+                .collect();
+            let plain = plain_sums(&x, &labels, c);
+            for threads in [1, 2, 3, 8] {
+                for sums in both_paths(&x, &labels, c, threads) {
+                    assert!(same_bits(&sums, &plain), "n={n} d={d} threads={threads}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_simd_level_gives_the_same_bits() {
         let (n, d, c) = (3_000usize, 77usize, 9usize);
         let mut seed = 5u64;
         let x = Array2::from_shape_fn((n, d), |_| lcg(&mut seed) as f32 * 1e4);
         let labels: Vec<i64> = (0..n).map(|i| ((i * 31) % c) as i64).collect();
+        let rows = by_class::RowsByClass::new(&labels, c);
         let run = |simd: Simd| {
-            let mut sums = vec![0f64; c * d];
-            let ptr = SumsPtr(sums.as_mut_ptr());
+            let mut stripe_sums = vec![0f64; c * d];
+            let ptr = SumsPtr(stripe_sums.as_mut_ptr());
+            let mut class_sums = vec![0f64; c * d];
             for (c0, c1) in [(0, 16), (16, 64), (64, d)] {
                 // SAFETY: one thread, labels below c, c1 <= d.
-                unsafe { add_stripe(simd, x.view(), &labels, ptr, d, c0, c1) };
+                unsafe { stripes::add_stripe(simd, x.view(), &labels, ptr, d, c0, c1) };
+                for (class, acc) in class_sums.chunks_mut(d).enumerate() {
+                    // SAFETY: rows of x, c1 <= d.
+                    unsafe {
+                        by_class::add_rows(simd, x.view(), rows.rows(class), &mut acc[c0..c1], c0)
+                    };
+                }
+            }
+            [stripe_sums, class_sums]
+        };
+        let [scalar, scalar_by_class] = run(Simd::Scalar);
+        assert!(same_bits(&scalar, &scalar_by_class));
+        for level in [Simd::Avx2, Simd::Avx512] {
+            if level <= Simd::detected() {
+                for other in run(level) {
+                    assert!(same_bits(&scalar, &other));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_by_class_is_a_stable_grouping() {
+        let labels = [2i64, 0, 2, 1, 0, 2];
+        let rows = by_class::RowsByClass::new(&labels, 4);
+        assert_eq!(rows.rows(0), &[1, 4]);
+        assert_eq!(rows.rows(1), &[3]);
+        assert_eq!(rows.rows(2), &[0, 2, 5]);
+        assert!(rows.rows(3).is_empty());
+    }
+
+    #[test]
+    fn pieces_cover_every_class_and_column_once() {
+        // One class with most of the rows, a few small ones, one empty.
+        let mut labels = vec![0i64; 100_000];
+        for (i, l) in labels.iter_mut().enumerate().take(300) {
+            *l = 1 + (i % 3) as i64;
+        }
+        let rows = by_class::RowsByClass::new(&labels, 5);
+        for (d, threads) in [(2048usize, 2usize), (3000, 8), (16, 1), (5000, 64)] {
+            let ps = by_class::pieces(&rows, d, threads);
+            let mut seen = vec![0u8; 5 * d];
+            for p in &ps {
+                assert!(p.c0 < p.c1 && p.c1 <= d);
+                for j in p.c0..p.c1 {
+                    seen[p.class * d + j] += 1;
+                }
+            }
+            for class in 0..5 {
+                let want = u8::from(!rows.rows(class).is_empty());
+                assert!(seen[class * d..(class + 1) * d].iter().all(|&s| s == want));
+            }
+            // The big class is cut where it is wide enough to be.
+            let big = ps.iter().filter(|p| p.class == 0).count();
+            assert_eq!(big > 1, d >= 2048, "d = {d}");
+        }
+    }
+
+    #[test]
+    fn block_size_does_not_change_a_bit() {
+        let (n, d, c) = (5_000usize, 600usize, 6usize);
+        let mut seed = 9u64;
+        let x = Array2::from_shape_fn((n, d), |_| lcg(&mut seed) as f32 * 1e3);
+        let labels: Vec<i64> = (0..n)
+            .map(|i| if i % 5 == 0 { 4 } else { (i % 3) as i64 })
+            .collect();
+        let run = |block_rows| {
+            let mut sums = vec![0f64; c * d];
+            // SAFETY: a c x d table, labels below c.
+            unsafe {
+                let t = SumsPtr(sums.as_mut_ptr());
+                by_class::add_by_class(Simd::current(), x.view(), &labels, t, c, block_rows);
             }
             sums
         };
-        let scalar = run(Simd::Scalar);
-        for level in [Simd::Avx2, Simd::Avx512] {
-            if level <= Simd::detected() {
-                let other = run(level);
-                assert!(same_bits(&scalar, &other));
-            }
+        let plain = plain_sums(&x, &labels, c);
+        for block_rows in [1, 7, 1000, 4999, n] {
+            assert!(same_bits(&plain, &run(block_rows)));
         }
     }
 

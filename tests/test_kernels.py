@@ -79,6 +79,23 @@ def test_class_means_random(dtype):
     np.testing.assert_allclose(means[counts > 0], ref[counts > 0], rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [37, 1100])
+def test_class_sums_are_bitwise_the_sequential_sum(dtype, d):
+    # d = 1100 takes the wide-row path (rows grouped by class), d = 37 the
+    # column stripes; one class holds most rows, so the wide path cuts it into
+    # column pieces. Both must give np.add.at's row-order sum to the bit.
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((3000, d)) * 1e3).astype(dtype)
+    y = np.where(rng.random(3000) < 0.8, 3, rng.integers(0, 9, 3000))
+    sums, counts = af.class_sums(x, y, 9)
+    want = np.zeros((9, d))
+    np.add.at(want, y, x.astype(np.float64))
+    np.testing.assert_array_equal(sums, want)
+    np.testing.assert_array_equal(counts, np.bincount(y, minlength=9))
+    np.testing.assert_array_equal(af.class_sums(np.asfortranarray(x), y, 9)[0], want)
+
+
 @given(
     data=st.data(),
     n=st.integers(1, 60),

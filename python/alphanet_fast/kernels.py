@@ -48,11 +48,13 @@ def class_means(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean feature vector and row count of every class.
 
-    One streaming pass over ``features``, in row order: each thread owns a
-    stripe of columns of the float64 running sums and adds that stripe of
-    every row to its class. Every sum is therefore the plain sequential sum
-    (bitwise, whatever the thread count). Memory beyond the outputs is the
-    ``n_classes x d`` float64 sums, however many rows there are; a memory map
+    One pass over ``features``. Wide rows (4 KiB and up, e.g. d >= 1024 in
+    float32) are grouped by class and each class's rows, read whole, are added
+    into its float64 running sums, which stay in cache; narrower rows stream
+    in order, each thread adding a stripe of columns of every row. Either way
+    every sum is the plain sequential sum in row order (bitwise, whatever the
+    thread count). Memory beyond the outputs is the ``n_classes x d`` float64
+    sums plus, for wide rows, four bytes per row (at most 16 MiB); a memory map
     is read in chunks of about 256 MiB whose pages are released after use, so
     a file larger than RAM works.
 
