@@ -174,41 +174,41 @@ def test_peak_memory(problem):
     assert used <= limit, f"peak {_mb(used):.0f} MB above inputs + {MEMORY_HEADROOM_MB} MB"
 
 
-# The network's first layer, forward and weight gradient, at the iNaturalist-2018
-# shape (3,224 few classes x (5 + 1) x 2,048): torch's Linear at torch's default
-# thread count, as a user would run it, against correct()'s fixed pieces (torch on
-# one thread inside, the pieces shared by as many Python workers as torch's default).
-LAYER_SHAPE = (3224, 6 * 2048) if FULL else (400, 6 * 256)
+# The network's first layer, forward and weight gradient: torch's Linear at torch's
+# default thread count, as a user would run it, against correct()'s fixed pieces
+# (torch on one thread inside, the pieces shared by the calling thread and
+# torch's default count less one helpers: training.pieces.PieceRunner). Shapes:
+# the iNaturalist-2018 few classes (3,224 x (5 + 1) x 2,048) and ImageNet-LT's
+# (136 x (5 + 1) x 2,048).
+LAYER_SHAPES = [(3224, 6 * 2048), (136, 6 * 2048)] if FULL else [(400, 6 * 256)]
 
 
+@pytest.mark.parametrize("shape", LAYER_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("impl", ["linear_default_threads", "chunked_pieces"])
-def test_bench_first_layer(benchmark, impl):
-    from concurrent.futures import ThreadPoolExecutor
-
+def test_bench_first_layer(benchmark, impl, shape):
     import torch
-    from alphanet_fast.model import ChunkedLinear
+    from alphanet_fast.model import ChunkedLinear, linear_pieces
+    from alphanet_fast.training.pieces import PieceRunner
 
-    stacks = torch.randn(LAYER_SHAPE, generator=torch.Generator().manual_seed(0))
-    layer = torch.nn.Linear(LAYER_SHAPE[1], 32)
+    stacks = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    layer = torch.nn.Linear(shape[1], 32)
     workers = torch.get_num_threads()
-    benchmark.group = f"first layer forward + backward, {LAYER_SHAPE[0]} x {LAYER_SHAPE[1]}"
+    benchmark.group = f"first layer forward + backward, {shape[0]} x {shape[1]}"
     previous = torch.get_num_threads()
     if impl == "chunked_pieces":
         torch.set_num_threads(1)  # as inside correct(): torch itself on one thread
+    pieces = linear_pieces(stacks.numel() * stacks.element_size())
     try:
-        with ThreadPoolExecutor(workers) as pool:
-
-            def run_all(fn, items):
-                list(pool.map(fn, items))
+        with PieceRunner(workers) as run_all:
 
             def step():
                 layer.zero_grad()
                 if impl == "linear_default_threads":
                     out = layer(stacks)
                 else:
-                    out = ChunkedLinear.apply(stacks, layer.weight, layer.bias, run_all)
+                    out = ChunkedLinear.apply(stacks, layer.weight, layer.bias, run_all, pieces)
                 out.sum().backward()
 
-            benchmark.pedantic(step, rounds=15, iterations=1, warmup_rounds=2)
+            benchmark.pedantic(step, rounds=200, iterations=1, warmup_rounds=2)
     finally:
         torch.set_num_threads(previous)

@@ -68,8 +68,8 @@ def _run_on(workers):
     return run_all
 
 
-@pytest.mark.parametrize("rows", [3, 37, 200])
-def test_chunked_linear_matches_linear_and_ignores_the_workers(rows):
+@pytest.mark.parametrize(("rows", "pieces"), [(3, 2), (37, 8), (200, 3)])
+def test_chunked_linear_matches_linear_and_ignores_the_workers(rows, pieces):
     gen = torch.Generator().manual_seed(rows)
     x = torch.randn(rows, 301, generator=gen)
     layer = torch.nn.Linear(301, 9)
@@ -80,7 +80,7 @@ def test_chunked_linear_matches_linear_and_ignores_the_workers(rows):
     results = []
     for workers in (1, 2, 3):
         layer.zero_grad()
-        out = ChunkedLinear.apply(x, layer.weight, layer.bias, _run_on(workers))
+        out = ChunkedLinear.apply(x, layer.weight, layer.bias, _run_on(workers), pieces)
         out.backward(grad)
         results.append((out.detach(), layer.weight.grad.clone(), layer.bias.grad.clone()))
     for got in results:
@@ -89,6 +89,14 @@ def test_chunked_linear_matches_linear_and_ignores_the_workers(rows):
         torch.testing.assert_close(got[2], want_b, rtol=1e-6, atol=1e-6)
         for a, b in zip(got, results[0]):
             assert torch.equal(a, b)
+
+
+def test_linear_pieces_follow_the_input_size_only():
+    from alphanet_fast.model import MAX_LINEAR_PIECES, PIECE_BYTES, linear_pieces
+
+    assert linear_pieces(0) == 2
+    assert linear_pieces(3 * PIECE_BYTES + 1) == 3
+    assert linear_pieces(1 << 40) == MAX_LINEAR_PIECES
 
 
 def test_chunked_first_layer_in_correct_is_the_same_whatever_the_threads():

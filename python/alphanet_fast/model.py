@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["AlphaNetwork", "ChunkedLinear", "few_scores", "build_network"]
+__all__ = ["AlphaNetwork", "ChunkedLinear", "build_network", "few_scores", "linear_pieces"]
 
 LEAKY_SLOPE = 0.01
 
@@ -113,14 +113,22 @@ def few_scores(
     return (own_scores + mixed + few_bias) * score_scale
 
 
-# Pieces the first layer is cut into on the CPU. Fixed, not the number of workers:
-# every piece is the same single-threaded product whatever runs it, so the result
-# does not depend on the thread count.
-LINEAR_PIECES = 8
+# The first layer is cut into pieces on the CPU whose number depends on the size
+# of its input only, never on the workers: every piece is the same single-threaded
+# product whatever runs it, so the result does not depend on the thread count.
+# About PIECE_BYTES of input per piece, at least 2 and at most MAX_LINEAR_PIECES
+# (benches/README.md has the measurements).
+PIECE_BYTES = 4 << 20
+MAX_LINEAR_PIECES = 8
 
 
-def _pieces(n: int) -> list[tuple[int, int]]:
-    step = -(-n // LINEAR_PIECES)
+def linear_pieces(n_bytes: int) -> int:
+    """Pieces ``ChunkedLinear`` cuts an input of ``n_bytes`` bytes into."""
+    return max(2, min(MAX_LINEAR_PIECES, n_bytes // PIECE_BYTES))
+
+
+def _pieces(n: int, count: int) -> list[tuple[int, int]]:
+    step = -(-n // count)
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 
 
@@ -136,7 +144,8 @@ class ChunkedLinear(torch.autograd.Function):
     full sum over rows, so no piece's sum is split.
 
     ``run_all(fn, items)`` calls ``fn`` on every item (in any order, on any
-    threads) and returns when all are done. ``x`` gets no gradient.
+    threads) and returns when all are done. ``pieces`` is the number of pieces
+    (:func:`linear_pieces` of the input's size). ``x`` gets no gradient.
     """
 
     @staticmethod
@@ -146,6 +155,7 @@ class ChunkedLinear(torch.autograd.Function):
         weight: torch.Tensor,
         bias: torch.Tensor,
         run_all: Callable[[Callable[[Any], None], Iterable[Any]], None],
+        pieces: int,
     ) -> torch.Tensor:
         out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
         weight_t, bias = weight.detach().T, bias.detach()
@@ -156,19 +166,20 @@ class ChunkedLinear(torch.autograd.Function):
             lo, hi = piece
             torch.addmm(bias, x[lo:hi], weight_t, out=out[lo:hi])
 
-        run_all(rows, _pieces(x.shape[0]))
-        ctx.x, ctx.run_all = x, run_all
+        run_all(rows, _pieces(x.shape[0], pieces))
+        ctx.x, ctx.run_all, ctx.pieces = x, run_all, pieces
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
         x = ctx.x
-        grad_weight_t = torch.empty((x.shape[1], grad_out.shape[1]), dtype=x.dtype, device=x.device)
+        grad_weight = torch.empty((grad_out.shape[1], x.shape[1]), dtype=x.dtype, device=x.device)
+        grad_t = grad_out.T
 
         @torch.no_grad()
         def columns(piece: tuple[int, int]) -> None:
             lo, hi = piece
-            torch.mm(x[:, lo:hi].T, grad_out, out=grad_weight_t[lo:hi])
+            torch.mm(grad_t, x[:, lo:hi], out=grad_weight[:, lo:hi])
 
-        ctx.run_all(columns, _pieces(x.shape[1]))
-        return None, grad_weight_t.T, grad_out.sum(dim=0), None
+        ctx.run_all(columns, _pieces(x.shape[1], ctx.pieces))
+        return None, grad_weight, grad_out.sum(dim=0), None, None

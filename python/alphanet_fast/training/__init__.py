@@ -7,6 +7,8 @@ The stages, in the order a run goes through them (ARCHITECTURE.md has the map):
 * :mod:`.scoring`: the scores against the original weights, computed once
   (:class:`~.scoring.FrozenScores`) and fed to the steps (:class:`~.scoring.Feed`);
 * :mod:`.trainer`: the network's steps, validation, the kept epoch, the history;
+* :mod:`.pieces`: the first layer's fixed pieces, shared with helper threads
+  when that is measured faster;
 * :mod:`.correct`: :func:`correct` itself (check, split, choose neighbours,
   train, combine).
 

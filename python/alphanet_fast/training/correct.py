@@ -51,7 +51,9 @@ __all__ = ["LOOP_THREADS", "correct"]
 # holds a core, a 2-thread op stalls until the descheduled thread runs (see
 # benches/README.md for the measurement). So torch runs on one thread here, and the
 # one-off scoring spreads blocks of rows over `torch.get_num_threads()` Python
-# workers that each take the next block when free, which a busy core cannot stall.
+# workers that each take the next block when free, which a busy core cannot stall;
+# the first layer's pieces are shared the same way when that is measured faster
+# (training/pieces.py).
 LOOP_THREADS = 1
 
 _D = Settings.defaults()

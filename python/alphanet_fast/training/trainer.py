@@ -14,8 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,8 +23,9 @@ import torch
 from torch.nn import functional as F
 
 from alphanet_fast._optim import AdamW
-from alphanet_fast.model import ChunkedLinear, build_network, few_scores
+from alphanet_fast.model import ChunkedLinear, build_network, few_scores, linear_pieces
 from alphanet_fast.splits import SPLIT_NAMES, Splits
+from alphanet_fast.training.pieces import PieceRunner
 from alphanet_fast.training.sampling import Budgets
 from alphanet_fast.training.scoring import Feed, FrozenScores, val_table_bytes
 from alphanet_fast.training.stopwatch import Stopwatch
@@ -100,36 +100,16 @@ class FewNetwork:
     ):
         self.stacks, self.k = stacks, k
         self.net = build_network(stacks.shape[1], k, hidden, seed=seed, device=stacks.device)
-        self.chunked = (
-            stacks.device.type == "cpu"
-            and stacks.numel() * stacks.element_size() >= budgets.chunked_layer
-        )
-        self._pool = None
-        if self.chunked and workers > 1:
-            # Each piece must be the same single-threaded product on any worker: a new
-            # thread's OpenMP team size is not the caller's (it depends on whether the
-            # main thread had run a parallel region before torch.set_num_threads).
-            self._pool = ThreadPoolExecutor(
-                workers,
-                thread_name_prefix="alphanet-layer",
-                initializer=torch.set_num_threads,
-                initargs=(1,),
-            )
+        n_bytes = stacks.numel() * stacks.element_size()
+        self.chunked = stacks.device.type == "cpu" and n_bytes >= budgets.chunked_layer
+        self.pieces = linear_pieces(n_bytes)
+        self._run_all = PieceRunner(workers if self.chunked else 1)
 
     def __enter__(self) -> FewNetwork:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-
-    def _run_all(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
-        if self._pool is None:
-            for item in items:
-                fn(item)
-        else:
-            for _ in self._pool.map(fn, items):
-                pass
+        self._run_all.__exit__(*exc)
 
     def alphas(self) -> torch.Tensor:
         """The network's coefficients ``ã`` for every few class, (F, k)."""
@@ -137,7 +117,7 @@ class FewNetwork:
             return self.net(self.stacks)
         first = self.net.layers[0]
         return self.net.head(
-            ChunkedLinear.apply(self.stacks, first.weight, first.bias, self._run_all)
+            ChunkedLinear.apply(self.stacks, first.weight, first.bias, self._run_all, self.pieces)
         )
 
     def corrected_few_rows(self, alphas_t: torch.Tensor) -> torch.Tensor:
