@@ -86,6 +86,13 @@ class PieceRunner:
         probing = phase < 2 * PROBE_CALLS
         self._run(fn, items, phase < PROBE_CALLS if probing else self.shared)
 
+    def share(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
+        """Like calling the runner, but always shared, without probes: for coarse
+        work (each item long against waking a thread), where a helper kept off
+        its core holds up one item at most."""
+        items = list(items)
+        self._run(fn, items, self._pool is not None)
+
     def _faster_shared(self) -> bool:
         """Whether the shared calls of the probe just ended came round faster."""
         steps = [a + b for a, b in zip(self._intervals[::2], self._intervals[1::2])]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -103,13 +103,17 @@ class FewNetwork:
         n_bytes = stacks.numel() * stacks.element_size()
         self.chunked = stacks.device.type == "cpu" and n_bytes >= budgets.chunked_layer
         self.pieces = linear_pieces(n_bytes)
-        self._run_all = PieceRunner(workers if self.chunked else 1)
+        self._run_all = PieceRunner(workers if stacks.device.type == "cpu" else 1)
 
     def __enter__(self) -> FewNetwork:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._run_all.__exit__(*exc)
+
+    def share(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
+        """``fn(item)`` for every item, on this thread and the helpers (coarse work)."""
+        self._run_all.share(fn, items)
 
     def alphas(self) -> torch.Tensor:
         """The network's coefficients ``ã`` for every few class, (F, k)."""
@@ -162,14 +166,18 @@ class Validator:
         n_val, dev = self.base_max.shape[0], frozen.W_t.device
         few_max = torch.empty(n_val, dtype=torch.float32, device=dev)
         few_arg = torch.empty(n_val, dtype=torch.int64, device=dev)
-        # Chunks small enough that the (rows, F, k) product stays in cache.
-        step = max(64, (4 << 20) // (4 * frozen.few_t.numel() * network.k))
-        for lo in range(0, n_val, step):
-            sl = slice(lo, lo + step)
+
+        @torch.no_grad()  # grad mode is per thread
+        def chunk(sl: slice) -> None:
             scores = few_scores(
                 self.own[sl], self.nb[sl], alphas_t, self.few_bias_t, frozen.score_scale
             )
             torch.max(scores, dim=1, out=(few_max[sl], few_arg[sl]))
+
+        # Chunks small enough that the (rows, F, k) product stays in cache; each
+        # is the same computation on whichever thread takes it.
+        step = max(64, (4 << 20) // (4 * frozen.few_t.numel() * network.k))
+        network.share(chunk, (slice(lo, lo + step) for lo in range(0, n_val, step)))
         return few_max, few_arg
 
     def top1(self, alphas_t: torch.Tensor, network: FewNetwork) -> dict[str, float]:
