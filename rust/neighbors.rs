@@ -1,7 +1,8 @@
 //! Exact k nearest rows of a pool for every query row.
 //!
-//! Dot products come from the caller (numpy's BLAS, in the inputs' precision);
-//! they give an approximate distance to every pool row. Rounding error of a length-`d` dot
+//! Dot products in the inputs' precision (computed here with the `gemm` crate,
+//! block by block of queries, or supplied by the caller) give an approximate
+//! distance to every pool row. Rounding error of a length-`d` dot
 //! product is at most `γ_d |q| |p|` with `γ_d = d u / (1 - d u)`, so every pool
 //! row that can truly be among the k nearest lies within a known margin of the
 //! approximate k-th distance. Those candidates (usually k plus a handful) get
@@ -13,6 +14,7 @@ use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
+use crate::matmul::a_bt;
 use crate::real::Real;
 use crate::select::{best_k, rank_asc, top_k_desc};
 use crate::validate::{require_finite, require_nonempty};
@@ -29,13 +31,7 @@ pub enum Metric {
 fn norms<T: Real>(x: ArrayView2<T>) -> Vec<f64> {
     (0..x.nrows())
         .into_par_iter()
-        .map(|r| {
-            x.row(r)
-                .iter()
-                .map(|v| v.to_f64() * v.to_f64())
-                .sum::<f64>()
-                .sqrt()
-        })
+        .map(|r| pair_sum(x.row(r), x.row(r), |a, b| a * b).sqrt())
         .collect()
 }
 
@@ -137,6 +133,49 @@ pub fn nearest_neighbors_from_dots<T: Real>(
     Ok((indices, distances))
 }
 
+/// Most query rows per task of [`nearest_neighbors`]: the pool is packed for
+/// the product once per block.
+pub const QUERY_BLOCK: usize = 256;
+/// Most bytes of dot products a task holds (fewer queries per block for a
+/// large pool).
+const BLOCK_DOTS_BYTES: usize = 16 << 20;
+
+/// [`nearest_neighbors_from_dots`] with the dot products computed here, block
+/// by block of [`QUERY_BLOCK`] queries, each block's product on the thread that
+/// then selects from it. Every block's product has the same shape whatever the
+/// thread count, and the answer comes from float64 distances in any case.
+pub fn nearest_neighbors<T: Real>(
+    queries: ArrayView2<T>,
+    pool: ArrayView2<T>,
+    k: usize,
+    metric: Metric,
+) -> Result<(Array2<i64>, Array2<T>)> {
+    let prep = prepare(queries, pool, k, metric)?;
+    let (nq, m) = (queries.nrows(), pool.nrows());
+    let rows = (BLOCK_DOTS_BYTES / (m * std::mem::size_of::<T>())).clamp(1, QUERY_BLOCK);
+    let blocks: Vec<Vec<Vec<(f64, usize)>>> = (0..nq.div_ceil(rows))
+        .into_par_iter()
+        .map(|b| {
+            let (q0, q1) = (b * rows, ((b + 1) * rows).min(nq));
+            let mut dots = vec![T::zero(); (q1 - q0) * m];
+            a_bt(queries.slice(ndarray::s![q0..q1, ..]), pool, &mut dots, m);
+            let dots = &dots;
+            select_block(queries, pool, &prep, q0, q1, k, metric, |i| {
+                dots[i * m..(i + 1) * m]
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .enumerate()
+            })
+        })
+        .collect();
+    let mut indices = Array2::<i64>::zeros((nq, k));
+    let mut distances = Array2::<T>::default((nq, k));
+    for (b, best) in blocks.into_iter().enumerate() {
+        write_rows(best, b * rows, metric, &mut indices, &mut distances);
+    }
+    Ok((indices, distances))
+}
+
 fn write_rows<T: Real>(
     rows: Vec<Vec<(f64, usize)>>,
     q0: usize,
@@ -177,10 +216,18 @@ fn select_block<T: Real, I: Iterator<Item = (usize, f64)>>(
             let qn = prep.q_norms[q];
             // Negated approximate distances: the k largest are the k nearest.
             neg_approx.clear();
-            neg_approx.extend(dots_of(i).map(|(j, dot)| match metric {
-                Metric::Euclidean => 2.0 * dot - qn * qn - p_norms[j] * p_norms[j],
-                Metric::Cosine => dot / (qn * p_norms[j]) - 1.0,
-            }));
+            // One loop per metric, so that neither tests the metric per element.
+            match metric {
+                Metric::Euclidean => {
+                    let qn2 = qn * qn;
+                    neg_approx.extend(
+                        dots_of(i).map(|(j, dot)| 2.0 * dot - qn2 - p_norms[j] * p_norms[j]),
+                    );
+                }
+                Metric::Cosine => {
+                    neg_approx.extend(dots_of(i).map(|(j, dot)| dot / (qn * p_norms[j]) - 1.0));
+                }
+            }
             let margin = match metric {
                 Metric::Euclidean => {
                     2.0 * (2.0 * gamma * qn * max_p_norm)
@@ -215,20 +262,53 @@ fn exact_distance<T: Real>(
     metric: Metric,
 ) -> f64 {
     match metric {
-        Metric::Euclidean => q
+        Metric::Euclidean => pair_sum(q, p, |a, b| (a - b) * (a - b)),
+        Metric::Cosine => 1.0 - pair_sum(q, p, |a, b| a * b) / (q_norm * p_norm),
+    }
+}
+
+/// `sum_j term(q_j, p_j)` in float64.
+#[inline(always)]
+fn pair_sum<T: Real>(
+    q: ndarray::ArrayView1<T>,
+    p: ndarray::ArrayView1<T>,
+    term: impl Fn(f64, f64) -> f64 + Copy,
+) -> f64 {
+    match (q.as_slice(), p.as_slice()) {
+        (Some(q), Some(p)) => lane_sum(q, p, term),
+        _ => q
             .iter()
             .zip(p.iter())
-            .map(|(a, b)| (a.to_f64() - b.to_f64()).powi(2))
+            .map(|(a, b)| term(a.to_f64(), b.to_f64()))
             .sum(),
-        Metric::Cosine => {
-            let dot: f64 = q
-                .iter()
-                .zip(p.iter())
-                .map(|(a, b)| a.to_f64() * b.to_f64())
-                .sum();
-            1.0 - dot / (q_norm * p_norm)
+    }
+}
+
+/// `sum_j term(q_j, p_j)` in float64 over eight interleaved partial sums,
+/// added in a fixed order: the same bits every time, and eight times the
+/// additions in flight of one running sum.
+#[inline(always)]
+fn lane_sum<T: Real>(q: &[T], p: &[T], term: impl Fn(f64, f64) -> f64 + Copy) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let (qc, pc) = (q.chunks_exact(8), p.chunks_exact(8));
+    let tail: f64 = qc
+        .remainder()
+        .iter()
+        .zip(pc.remainder())
+        .map(|(a, b)| term(a.to_f64(), b.to_f64()))
+        .sum();
+    for (a, b) in qc.zip(pc) {
+        for l in 0..8 {
+            lanes[l] += term(a[l].to_f64(), b[l].to_f64());
         }
     }
+    let pairs = [
+        lanes[0] + lanes[4],
+        lanes[1] + lanes[5],
+        lanes[2] + lanes[6],
+        lanes[3] + lanes[7],
+    ];
+    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
 }
 
 #[cfg(test)]
@@ -365,6 +445,29 @@ mod tests {
         let (idx, dist) = nearest_neighbors(q.view(), p.view(), 5, Metric::Euclidean).unwrap();
         assert_eq!(idx.row(0).to_vec(), vec![0, 1, 2, 4, 3]);
         assert_eq!(dist.row(0).to_vec(), vec![1.0, 1.0, 1.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn own_product_in_blocks_gives_the_answer_of_any_product() {
+        // Several query blocks; each thread count cuts the same blocks.
+        let (nq, m, d) = (600usize, 300usize, 40usize);
+        let mut seed = 17u64;
+        let q = Array2::from_shape_fn((nq, d), |_| lcg(&mut seed) as f32);
+        let p = Array2::from_shape_fn((m, d), |_| lcg(&mut seed) as f32);
+        for metric in [Metric::Euclidean, Metric::Cosine] {
+            let want = nearest_neighbors(q.view(), p.view(), 4, metric).unwrap();
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let got = pool
+                    .install(|| super::nearest_neighbors(q.view(), p.view(), 4, metric))
+                    .unwrap();
+                assert_eq!(got.0, want.0);
+                assert_eq!(got.1, want.1);
+            }
+        }
     }
 
     #[test]

@@ -212,15 +212,11 @@ fn neighbors_typed<'py, T: Float>(
     py: Python<'py>,
     queries: &Matrix<'py>,
     pool: &Matrix<'py>,
-    dots: &Matrix<'py>,
     k: usize,
     metric: Metric,
 ) -> PyResult<Ranked<'py>> {
-    let q = typed::<T>(queries, "queries")?;
-    let (p, g) = (typed::<T>(pool, "pool")?, typed::<T>(dots, "dots")?);
-    let (i, d) = run(py, || {
-        crate::nearest_neighbors_from_dots(q, p, g, k, metric)
-    })?;
+    let (q, p) = (typed::<T>(queries, "queries")?, typed::<T>(pool, "pool")?);
+    let (i, d) = run(py, || crate::nearest_neighbors(q, p, k, metric))?;
     if let Some(row) = d
         .outer_iter()
         .position(|r| r.iter().any(|v| !v.is_finite()))
@@ -238,22 +234,18 @@ fn neighbors_typed<'py, T: Float>(
     Ok(ranked(py, (i, d)))
 }
 
-/// Exact neighbours from caller-supplied dot products (candidates only).
+/// Exact k nearest pool rows of every query row.
 #[pyfunction]
-fn nearest_neighbors_from_dots<'py>(
+fn nearest_neighbors<'py>(
     py: Python<'py>,
     queries: Matrix<'py>,
     pool: Matrix<'py>,
-    dots: Matrix<'py>,
     k: &Bound<'py, PyAny>,
     metric: &str,
 ) -> PyResult<Ranked<'py>> {
     guarded("nearest_neighbors", || {
         let (k, metric) = (count(k, "k")?, parse_metric(metric)?);
-        by_dtype!(
-            &queries,
-            neighbors_typed(py, &queries, &pool, &dots, k, metric)
-        )
+        by_dtype!(&queries, neighbors_typed(py, &queries, &pool, k, metric))
     })
 }
 
@@ -440,7 +432,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(class_sums, m)?)?;
     m.add_function(wrap_pyfunction!(accumulate_class_sums, m)?)?;
     m.add_function(wrap_pyfunction!(means_from_sums, m)?)?;
-    m.add_function(wrap_pyfunction!(nearest_neighbors_from_dots, m)?)?;
+    m.add_function(wrap_pyfunction!(nearest_neighbors, m)?)?;
     m.add_function(wrap_pyfunction!(combine, m)?)?;
     m.add_function(wrap_pyfunction!(topk_scores, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;

@@ -76,7 +76,9 @@ pub fn top_k_desc<T: crate::real::Real>(
     for (j, v) in values.iter().enumerate() {
         let item = (v.to_f64(), offset + j);
         if best.len() == k {
-            if rank_desc(item, best[k - 1]) != Ordering::Less {
+            // Most values fall below the k-th kept one: one comparison settles
+            // them (false for NaN and ties, which take the full ranking).
+            if item.0 < best[k - 1].0 || rank_desc(item, best[k - 1]) != Ordering::Less {
                 continue;
             }
             best.pop();

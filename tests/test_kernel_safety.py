@@ -76,10 +76,7 @@ CALLS = {
         [X, np.array(Y), np.zeros((3, 3)), np.zeros(3, np.int64), 0],
     ),
     "_core.means_from_sums": (_core.means_from_sums, [np.ones((3, 3)), np.ones(3, np.int64), 1]),
-    "_core.nearest_neighbors_from_dots": (
-        _core.nearest_neighbors_from_dots,
-        [X, W, X @ W.T, 2, "euclidean"],
-    ),
+    "_core.nearest_neighbors": (_core.nearest_neighbors, [X, W, 2, "euclidean"]),
     "_core.combine": (
         _core.combine,
         [W, np.array([0, 1]), np.array([[2], [3]]), np.ones((2, 2))],

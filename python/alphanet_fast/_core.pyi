@@ -8,7 +8,7 @@ __all__ = [
     "class_sums",
     "accumulate_class_sums",
     "means_from_sums",
-    "nearest_neighbors_from_dots",
+    "nearest_neighbors",
     "combine",
     "topk_scores",
     "get_num_threads",
@@ -38,10 +38,9 @@ def accumulate_class_sums(
 def means_from_sums(
     sums: npt.NDArray[np.float64], counts: npt.NDArray[np.int64], double: bool
 ) -> npt.NDArray[np.floating]: ...
-def nearest_neighbors_from_dots(
+def nearest_neighbors(
     queries: npt.NDArray[np.floating],
     pool: npt.NDArray[np.floating],
-    dots: npt.NDArray[np.floating],
     k: int,
     metric: str,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]: ...

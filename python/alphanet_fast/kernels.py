@@ -39,8 +39,6 @@ __all__ = [
 ]
 
 METRICS = ("euclidean", "cosine")
-#: Largest block of query-by-pool dot products held at once.
-_DOTS_BLOCK_BYTES = 256 << 20
 
 
 def class_means(
@@ -146,11 +144,13 @@ def nearest_neighbors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of ``pool`` for every row of ``queries``.
 
-    A matrix product (numpy's BLAS) proposes candidates, with a margin that
-    provably covers its rounding error; the candidates' distances are then
-    recomputed directly in float64 (Rust). The result is exact (never
-    approximate) and the same whatever BLAS or thread count computed the
-    product; ordered by ascending distance, ties to the lower pool index.
+    A matrix product in the inputs' precision (the ``gemm`` crate, block by
+    block of queries on the kernel's threads) proposes candidates, with a
+    margin that provably covers its rounding error; the candidates' distances
+    are then recomputed directly in float64. The result is exact (never
+    approximate) and the same whatever the thread count; ordered by ascending
+    distance, ties to the lower pool index. Memory beyond the outputs: at most
+    16 MiB of dot products per thread.
 
     Parameters
     ----------
@@ -199,17 +199,17 @@ def nearest_neighbors(
     k = positive_int(k, "k", upper=p.shape[0], what="rows of pool")
     shift = _safe_exponent(q, p)
     if shift is None:
-        return _neighbors_in_blocks(q, p, k, metric)
+        return _core.nearest_neighbors(q, p, k, metric)
     if dtype == np.float32:
         # float64 holds every product of float32 values: the same neighbours and
         # (rounded back) the same distances as the float32 path would give.
-        idx, dist = _neighbors_in_blocks(q.astype(np.float64), p.astype(np.float64), k, metric)
+        idx, dist = _core.nearest_neighbors(q.astype(np.float64), p.astype(np.float64), k, metric)
     elif metric == "cosine":
         # A row's scale does not change its cosine distances.
-        idx, dist = _neighbors_in_blocks(_rows_near_one(q), _rows_near_one(p), k, metric)
+        idx, dist = _core.nearest_neighbors(_rows_near_one(q), _rows_near_one(p), k, metric)
     else:
         # One power of two for both: exact, and distances scale by it exactly.
-        scaled = _neighbors_in_blocks(np.ldexp(q, -shift), np.ldexp(p, -shift), k, metric)
+        scaled = _core.nearest_neighbors(np.ldexp(q, -shift), np.ldexp(p, -shift), k, metric)
         idx, dist = scaled[0], np.ldexp(scaled[1], shift)
     with np.errstate(over="ignore"):
         dist = dist.astype(dtype, copy=False)
@@ -241,23 +241,6 @@ def _safe_exponent(q: np.ndarray, p: np.ndarray) -> int | None:
 def _rows_near_one(x: np.ndarray) -> np.ndarray:
     """Each row divided by the power of two that brings its largest magnitude into [0.5, 1)."""
     return np.ldexp(x, -np.frexp(np.abs(x).max(axis=1))[1][:, None])
-
-
-def _neighbors_in_blocks(
-    q: np.ndarray, p: np.ndarray, k: int, metric: str
-) -> tuple[np.ndarray, np.ndarray]:
-    # The dot products only propose candidates (the answer comes from float64
-    # distances in Rust), so they can come from numpy's optimised BLAS, block
-    # by block to bound memory.
-    rows = max(1, _DOTS_BLOCK_BYTES // (p.shape[0] * p.itemsize))
-    parts = []
-    for i in range(0, q.shape[0], rows):
-        with np.errstate(all="ignore"):  # an overflowed estimate is judged exactly in Rust
-            dots = q[i : i + rows] @ p.T
-        parts.append(_core.nearest_neighbors_from_dots(q[i : i + rows], p, dots, k, metric))
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
 
 
 def combine(
