@@ -3,7 +3,9 @@
     python benches/kernel_table.py [--rounds 5] [--jobs means_lt,means_inat,nn,topk]
 
 Every round calls every implementation once, in turn, on the same data in this
-one process, so a neighbour's load falls on all of them alike; the table gives
+one process (each after a 0.3 s pause, so that no BLAS threads still spinning
+from the previous call take a core from it), so a neighbour's load falls on all
+of them alike; the table gives
 the median of the rounds and the ratio peer time / ours. ``alphanet_fast
 [avx2]`` is the same call with ``ALPHANET_FAST_SIMD=avx2`` (the kernels read it
 at every call); on a CPU without AVX-512 both rows run the AVX2 loops. The peers
@@ -13,7 +15,8 @@ printed beside ours), faiss ``IndexFlatL2`` for neighbours, torch ``addmm`` +
 ``topk`` for the scores. Two diagnostics sit beside them: ours with every row
 in one class (the same stream of rows with the sums always in cache, so the
 difference is the cost of scattering rows over classes) and numpy's ``q @ p.T``
-alone (the candidate product inside ``nearest_neighbors``).
+alone (the BLAS product of the same shape as the candidates' product inside
+``nearest_neighbors``, which the kernel computes with the ``gemm`` crate).
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ def with_simd(level: str | None, fn):
     return call
 
 
+# Pause before each timed call: a BLAS's threads keep spinning for a while after
+# a call (OpenBLAS's do), and would otherwise take a core from whichever
+# implementation runs next.
+SETTLE_S = 0.3
+
+
 def interleaved(impls: dict, args: tuple, rounds: int) -> dict:
     """Median seconds of each implementation over ``rounds`` interleaved rounds."""
     for fn in impls.values():
@@ -55,6 +64,7 @@ def interleaved(impls: dict, args: tuple, rounds: int) -> dict:
     times: dict = {name: [] for name in impls}
     for _ in range(rounds):
         for name, fn in impls.items():
+            time.sleep(SETTLE_S)
             t = time.perf_counter()
             fn(*args)
             times[name].append(time.perf_counter() - t)
