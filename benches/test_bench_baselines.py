@@ -23,7 +23,8 @@ import os
 import alphanet_fast as af
 import numpy as np
 import pytest
-from alphanet_fast.baselines import balanced_rows, crt, logit_adjust, lws, ncm, tau_norm
+from alphanet_fast.baselines import crt, logit_adjust, lws, ncm, tau_norm
+from alphanet_fast.training import class_balanced_rows
 
 FULL = os.environ.get("ALPHANET_FAST_FULL_BENCH") == "1"
 SHAPE = (115_846, 2048, 1000, 20_000) if FULL else (6_000, 64, 100, 2_000)
@@ -92,7 +93,8 @@ def _plain_torch_epoch(method, x, y, W, b, batch_size=512, seed=0):
     """What a user would write: nn.Linear, autograd, torch.optim.SGD, default threads."""
     import torch
 
-    rows = balanced_rows(y, y.shape[0], np.random.default_rng(seed))
+    classes = np.flatnonzero(np.bincount(y))
+    rows = class_balanced_rows(y, classes, y.shape[0], np.random.default_rng(seed))
     layer = torch.nn.Linear(W.shape[1], W.shape[0])
     if method == "lws":
         with torch.no_grad():
