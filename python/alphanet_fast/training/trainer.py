@@ -103,17 +103,17 @@ class FewNetwork:
         n_bytes = stacks.numel() * stacks.element_size()
         self.chunked = stacks.device.type == "cpu" and n_bytes >= budgets.chunked_layer
         self.pieces = linear_pieces(n_bytes)
-        self._run_all = PieceRunner(workers if stacks.device.type == "cpu" else 1)
+        self._runner = PieceRunner(workers if stacks.device.type == "cpu" else 1)
 
     def __enter__(self) -> FewNetwork:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._run_all.__exit__(*exc)
+        self._runner.__exit__(*exc)
 
     def share(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
         """``fn(item)`` for every item, on this thread and the helpers (coarse work)."""
-        self._run_all.share(fn, items)
+        self._runner.share(fn, items)
 
     def alphas(self) -> torch.Tensor:
         """The network's coefficients ``ã`` for every few class, (F, k)."""
@@ -121,7 +121,7 @@ class FewNetwork:
             return self.net(self.stacks)
         first = self.net.layers[0]
         return self.net.head(
-            ChunkedLinear.apply(self.stacks, first.weight, first.bias, self._run_all, self.pieces)
+            ChunkedLinear.apply(self.stacks, first.weight, first.bias, self._runner, self.pieces)
         )
 
     def corrected_few_rows(self, alphas_t: torch.Tensor) -> torch.Tensor:
