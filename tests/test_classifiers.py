@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from alphanet_fast import classifiers
-from alphanet_fast.formats import InputError
+from alphanet_fast.files import classifiers
+from alphanet_fast.files.formats import InputError
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 from alphanet_fast import cli
-from alphanet_fast._atomic import atomic_write, remove_stale_temps
-from alphanet_fast._paths import resolved, same_file
+from alphanet_fast.files._atomic import atomic_write, remove_stale_temps
+from alphanet_fast.files._paths import resolved, same_file
 from alphanet_fast.datasets import make_long_tail
 
 EPOCHS = "1"
@@ -177,7 +177,7 @@ def test_no_command_changes_an_input(files, tmp_path, capsys):
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from alphanet_fast._atomic import atomic_write
+    from alphanet_fast.files._atomic import atomic_write
     with atomic_write(sys.argv[1]) as tmp:
         tmp.write_bytes(b"x" * (1 << 20))
         print("writing", flush=True)

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from alphanet_fast import _atomic, data_files
-from alphanet_fast.formats import InputError
+from alphanet_fast.files import _atomic, data_files
+from alphanet_fast.files.formats import InputError
 
 
 def no_temp_files(folder):

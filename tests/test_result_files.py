@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from alphanet_fast import AlphaNetResult, Splits, load_result
-from alphanet_fast.classifiers import load_classifier
+from alphanet_fast.files.classifiers import load_classifier
 from alphanet_fast.cli.train import explain_text
 from alphanet_fast.evaluation import evaluate
-from alphanet_fast.formats import InputError
+from alphanet_fast.files.formats import InputError
 
 
 def small_result() -> AlphaNetResult:

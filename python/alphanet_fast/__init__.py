@@ -7,6 +7,7 @@ arXiv 2008.07073). The heavy kernels are exact, multi-threaded Rust.
 
 from typing import TYPE_CHECKING, Any
 
+from alphanet_fast._errors import ArgumentError, ArgumentTypeError
 from alphanet_fast.evaluation import EvaluationReport, evaluate, format_table
 from alphanet_fast.kernels import (
     KernelError,
@@ -72,6 +73,8 @@ __all__ = [
     "EvaluationReport",
     "evaluate",
     "format_table",
+    "ArgumentError",
+    "ArgumentTypeError",
     "KernelError",
     "class_means",
     "class_sums",

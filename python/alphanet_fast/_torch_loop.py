@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alphanet_fast._npy_stream import NpyWriter, labels_path_for
+from alphanet_fast.files._npy_stream import NpyWriter, labels_path_for
 
 
 def target_device(model: nn.Module, device: Any) -> torch.device:

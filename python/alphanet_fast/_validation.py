@@ -1,10 +1,11 @@
-"""Argument checks shared by the public entry points, and their exception type.
+"""Argument checks shared by the public entry points.
 
 Every check raises ``TypeError`` (wrong kind of object or dtype) or
-:class:`KernelError` (a ``ValueError``: wrong shape or value) with a message that
-starts with the argument's name and says what was expected and what was found.
-The Rust kernels raise the same :class:`KernelError`. Arrays are coerced at most
-once, and only when the kernels cannot take them as they are.
+:class:`~alphanet_fast._errors.ArgumentError` (a ``ValueError``: wrong shape or
+value) with a message that starts with the argument's name and says what was
+expected and what was found. The Rust kernels raise the same
+``ArgumentError``. Arrays are coerced at most once, and only when the kernels
+cannot take them as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import ArgumentError, fail
 from alphanet_fast._memory import as_array_or_path
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -23,48 +25,8 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _EXACT_INTEGERS = {np.dtype(np.float32): 2**24, np.dtype(np.float64): 2**53}
 
 
-class KernelError(ValueError):
-    """A bad argument to a kernel: a ``ValueError`` that names it.
-
-    Raised by the argument checks and by the Rust kernels alike, so callers can
-    tell which argument (and which row of it) was at fault without reading the
-    message.
-
-    Parameters
-    ----------
-    message : str
-        The whole message, starting with the argument's name.
-    argument : str or None
-        The public name of the argument at fault (``"features"``, ``"labels"``,
-        ``"k"``, ...); every error the package raises sets it (None only when
-        code elsewhere builds one from a message alone, ``KernelError(msg)``).
-    row : int or None
-        The first offending row (or entry, for a 1-d argument) in the caller's
-        numbering, or None where the fault is not in one row.
-
-    Examples
-    --------
-    >>> import numpy as np, alphanet_fast as af
-    >>> try:
-    ...     af.class_means(np.array([[1.0], [np.nan]]), [0, 0])
-    ... except af.KernelError as exc:
-    ...     print(exc.argument, exc.row)
-    features 1
-    """
-
-    def __init__(self, message: str, argument: str | None = None, row: int | None = None) -> None:
-        super().__init__(message)
-        self.argument = argument
-        self.row = row
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Picklable with its fields (Dask sends errors from workers to the client).
-        return (type(self), (str(self), self.argument, self.row))
-
-
-def fail(name: str, detail: str, row: int | None = None) -> KernelError:
-    """The :class:`KernelError` ``"{name}: {detail}"``, to be raised by the caller."""
-    return KernelError(f"{name}: {detail}", name, row)
+#: The former name of :class:`ArgumentError`, kept as an alias.
+KernelError = ArgumentError
 
 
 def _as_array(x: Any, name: str) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast._atomic import atomic_write
+from alphanet_fast.files._atomic import atomic_write
 from alphanet_fast.evaluation import OUTCOMES, SPLITS, EvaluationReport
 
 __all__ = [

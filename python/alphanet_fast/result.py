@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast._atomic import json_default, write_npz
+from alphanet_fast.files._atomic import json_default, write_npz
 from alphanet_fast._validation import float_matrix
 from alphanet_fast.kernels import combine
 from alphanet_fast.splits import SPLIT_NAMES, Splits
@@ -335,7 +335,7 @@ def load_result(path: str | os.PathLike) -> AlphaNetResult:
     >>> bool((back.W[back.few_classes] != d.W[back.few_classes]).any())
     True
     """
-    from alphanet_fast.formats import check_zip, one_line
+    from alphanet_fast.files.formats import check_zip, one_line
 
     p = os.fspath(path)
     if not os.path.isfile(p):

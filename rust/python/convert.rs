@@ -17,15 +17,15 @@ use pyo3::prelude::*;
 use crate::error::KernelError;
 use crate::{pool, Real};
 
-/// `alphanet_fast.KernelError(message, argument, row)`. The class is defined in
+/// `alphanet_fast.ArgumentError(message, argument, row)`. The class is defined in
 /// Python, next to the argument checks that raise it too, and looked up in the
 /// already imported module at each error rather than cached: a cache being
 /// filled by one thread while another forks would leave the child waiting.
 pub(super) fn kernel_error(message: String, arg: &str, row: Option<usize>) -> PyErr {
     Python::attach(|py| {
         let made = py
-            .import("alphanet_fast._validation")
-            .and_then(|m| m.getattr("KernelError"))
+            .import("alphanet_fast._errors")
+            .and_then(|m| m.getattr("ArgumentError"))
             .and_then(|class| class.call1((message, arg, row)));
         match made {
             Ok(exception) => PyErr::from_value(exception),

@@ -35,7 +35,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from alphanet_fast._atomic import Terminated, sigterm_raises
+from alphanet_fast.files._atomic import Terminated, sigterm_raises
 
 from .parser import PROG, build_parser
 from .train import explain_text

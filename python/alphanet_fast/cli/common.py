@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast._paths import check_outputs
-from alphanet_fast.classifiers import Classifier, load_classifier
-from alphanet_fast.data_files import InputError, load_class_names, load_data, load_lines
-from alphanet_fast.data_files import load_neighbors as read_neighbors
+from alphanet_fast.files._paths import check_outputs
+from alphanet_fast.files.classifiers import Classifier, load_classifier
+from alphanet_fast.files.data_files import InputError, load_class_names, load_data, load_lines
+from alphanet_fast.files.data_files import load_neighbors as read_neighbors
 from alphanet_fast.evaluation import EvaluationReport, format_table
-from alphanet_fast.formats import one_line
+from alphanet_fast.files.formats import one_line
 from alphanet_fast.settings import Settings
 
 from .parser import PROG, flag, settings_fields

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from alphanet_fast.comparison import METHODS
-from alphanet_fast.data_files import InputError
-from alphanet_fast.data_files import load_neighbors as read_neighbors
+from alphanet_fast.files.data_files import InputError
+from alphanet_fast.files.data_files import load_neighbors as read_neighbors
 
 from . import report
 from .common import TrainingData, guard_outputs, settings_from_args

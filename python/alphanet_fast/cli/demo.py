@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast._atomic import write_npz, write_text
+from alphanet_fast.files._atomic import write_npz, write_text
 from alphanet_fast.evaluation import evaluate
 
 from . import report

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from alphanet_fast.classifiers import load_classifier
-from alphanet_fast.data_files import SPLIT_NAMES, InputError, load_lines
+from alphanet_fast.files.classifiers import load_classifier
+from alphanet_fast.files.data_files import SPLIT_NAMES, InputError, load_lines
 from alphanet_fast.evaluation import evaluate
 
 from . import report

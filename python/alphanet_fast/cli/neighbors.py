@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast.data_files import InputError, load_class_names
+from alphanet_fast.files.data_files import InputError, load_class_names
 
 from . import report
 from .common import guard_outputs, label, load_result_checked, load_set, warn

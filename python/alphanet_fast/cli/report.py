@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast._atomic import write_json
+from alphanet_fast.files._atomic import write_json
 from alphanet_fast.evaluation import SPLITS, EvaluationReport
 
 __all__ = ["build", "few_class_rows", "split_lists", "write"]

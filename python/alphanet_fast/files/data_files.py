@@ -11,7 +11,7 @@ Features and labels
 Class names, groups, neighbours
     Text files, one entry per line; an integer matrix for neighbours.
 
-Every problem raises :class:`~alphanet_fast.formats.InputError` (a
+Every problem raises :class:`~alphanet_fast.files.formats.InputError` (a
 ``ValueError``) with one line that names the file and what is wrong.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from alphanet_fast._validation import int_array
-from alphanet_fast.formats import (
+from alphanet_fast.files.formats import (
     InputError,
     existing_file,
     format_of,

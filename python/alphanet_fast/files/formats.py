@@ -15,8 +15,8 @@ Formats
 ``text``
     ``.txt``/``.csv``/``.tsv``, for labels only.
 
-Reading and writing classifiers with this table is :mod:`alphanet_fast.classifiers`;
-features and labels, :mod:`alphanet_fast.data_files`.
+Reading and writing classifiers with this table is :mod:`alphanet_fast.files.classifiers`;
+features and labels, :mod:`alphanet_fast.files.data_files`.
 
 Every problem with a user's file raises :class:`InputError` (a ``ValueError``)
 with one line that names the file and what is wrong.

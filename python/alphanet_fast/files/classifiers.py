@@ -5,7 +5,7 @@ in a ``.npz`` or safetensors file, a ``.npy`` of weights only, or a PyTorch
 state dict (also under a prefix such as ``fc.`` or ``head.``, at any depth of
 nested dicts). A corrected classifier is written in its input's format with
 every other entry of the file kept as it was. Formats are those of
-:data:`alphanet_fast.formats.FORMATS`.
+:data:`alphanet_fast.files.formats.FORMATS`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast._atomic import atomic_write
-from alphanet_fast._paths import same_file
-from alphanet_fast.formats import (
+from alphanet_fast.files._atomic import atomic_write
+from alphanet_fast.files._paths import same_file
+from alphanet_fast.files.formats import (
     InputError,
     existing_file,
     format_of,
