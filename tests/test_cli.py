@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 from alphanet_fast import cli
+from alphanet_fast.datasets import make_long_tail
 from alphanet_fast.files.classifiers import load_classifier
 from alphanet_fast.files.data_files import InputError, load_data
-from alphanet_fast.datasets import make_long_tail
 from alphanet_fast.result import load_result
 from alphanet_fast.settings import Settings
 from alphanet_fast.training import correct

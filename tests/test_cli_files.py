@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 from alphanet_fast import cli
+from alphanet_fast.datasets import make_long_tail
 from alphanet_fast.files._atomic import atomic_write, remove_stale_temps
 from alphanet_fast.files._paths import resolved, same_file
-from alphanet_fast.datasets import make_long_tail
 
 EPOCHS = "1"
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from alphanet_fast import AlphaNetResult, Splits, load_result
-from alphanet_fast.files.classifiers import load_classifier
 from alphanet_fast.cli.train import explain_text
 from alphanet_fast.evaluation import evaluate
+from alphanet_fast.files.classifiers import load_classifier
 from alphanet_fast.files.formats import InputError
 
 

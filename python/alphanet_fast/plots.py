@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast.files._atomic import atomic_write
 from alphanet_fast.evaluation import OUTCOMES, SPLITS, EvaluationReport
+from alphanet_fast.files._atomic import atomic_write
 
 __all__ = [
     "pearson_r",

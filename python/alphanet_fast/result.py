@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast.files._atomic import json_default, write_npz
 from alphanet_fast._validation import float_matrix
+from alphanet_fast.files._atomic import json_default, write_npz
 from alphanet_fast.kernels import combine
 from alphanet_fast.splits import SPLIT_NAMES, Splits
 

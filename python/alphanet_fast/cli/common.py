@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast.evaluation import EvaluationReport, format_table
 from alphanet_fast.files._paths import check_outputs
 from alphanet_fast.files.classifiers import Classifier, load_classifier
 from alphanet_fast.files.data_files import InputError, load_class_names, load_data, load_lines
 from alphanet_fast.files.data_files import load_neighbors as read_neighbors
-from alphanet_fast.evaluation import EvaluationReport, format_table
 from alphanet_fast.files.formats import one_line
 from alphanet_fast.settings import Settings
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast.files._atomic import write_npz, write_text
 from alphanet_fast.evaluation import evaluate
+from alphanet_fast.files._atomic import write_npz, write_text
 
 from . import report
 from .common import (

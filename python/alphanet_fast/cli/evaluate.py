@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from alphanet_fast.evaluation import evaluate
 from alphanet_fast.files.classifiers import load_classifier
 from alphanet_fast.files.data_files import SPLIT_NAMES, InputError, load_lines
-from alphanet_fast.evaluation import evaluate
 
 from . import report
 from .common import check_set, guard_outputs, ks_for, load_result_checked, load_set, print_tables

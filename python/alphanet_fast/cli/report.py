@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast.files._atomic import write_json
 from alphanet_fast.evaluation import SPLITS, EvaluationReport
+from alphanet_fast.files._atomic import write_json
 
 __all__ = ["build", "few_class_rows", "split_lists", "write"]
 

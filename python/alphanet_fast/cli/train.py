@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast.evaluation import SPLITS, EvaluationReport, evaluate, format_table
 from alphanet_fast.files.classifiers import Classifier, save_classifier
 from alphanet_fast.files.data_files import InputError
-from alphanet_fast.evaluation import SPLITS, EvaluationReport, evaluate, format_table
 
 from . import report
 from .common import (
