@@ -441,5 +441,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(max_threads, m)?)?;
     m.add("THREADS_ENV", pool::THREADS_ENV)?;
     m.add("TOPK_ROW_BLOCK", crate::topk::ROW_BLOCK)?;
+    // The package's one version, Cargo.toml's (maturin gives it to the wheel too).
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

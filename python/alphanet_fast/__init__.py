@@ -7,6 +7,7 @@ arXiv 2008.07073). The heavy kernels are exact, multi-threaded Rust.
 
 from typing import TYPE_CHECKING, Any
 
+from alphanet_fast import _core
 from alphanet_fast._errors import ArgumentError, ArgumentTypeError
 from alphanet_fast.evaluation import EvaluationReport, evaluate, format_table
 from alphanet_fast.kernels import (
@@ -57,7 +58,8 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__version__ = "0.1.0"
+#: Cargo.toml's version, compiled into the extension (the one place it is written).
+__version__: str = _core.__version__
 
 __all__ = [
     "__version__",

@@ -17,10 +17,12 @@ __all__ = [
     "max_threads",
     "THREADS_ENV",
     "TOPK_ROW_BLOCK",
+    "__version__",
 ]
 
 THREADS_ENV: str
 TOPK_ROW_BLOCK: int
+__version__: str
 
 def class_means(
     features: npt.NDArray[np.floating], labels: npt.NDArray[np.int64], n_classes: int

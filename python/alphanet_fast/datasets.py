@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -304,25 +305,17 @@ def make_long_tail(
     >>> data.W.shape, data.train_features.dtype, data.class_names[17]
     ((200, 64), dtype('float32'), 'group01/class0017')
     """
-    if profile not in PROFILES:
-        detail = f"expected one of {sorted(PROFILES)}, found {profile!r}"
-        raise fail("profile", detail, value=profile)
-    p = dict(PROFILES[profile])
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise fail("seed", f"expected a non-negative integer, found {seed!r}", value=seed)
-    n_classes = positive_int(n_classes if n_classes is not None else p["n_classes"], "n_classes")
-    dim = positive_int(dim if dim is not None else p["dim"], "dim")
-    group_size = positive_int(
-        group_size if group_size is not None else p["group_size"], "group_size"
-    )
-    epochs = positive_int(
-        baseline_epochs if baseline_epochs is not None else p["baseline_epochs"], "baseline_epochs"
-    )
-    n_val = _nonneg(n_val_per_class, p["n_val_per_class"], "n_val_per_class")
-    n_test = _nonneg(n_test_per_class, p["n_test_per_class"], "n_test_per_class")
-    if n_classes < 3:
-        detail = f"expected at least 3 (one per split), found {n_classes}"
-        raise fail("n_classes", detail, value=n_classes)
+    given = {
+        "n_classes": n_classes,
+        "dim": dim,
+        "group_size": group_size,
+        "baseline_epochs": baseline_epochs,
+        "n_val_per_class": n_val_per_class,
+        "n_test_per_class": n_test_per_class,
+    }
+    p, size = _checked_profile(profile, seed, given)
+    n_classes, dim, group_size = size["n_classes"], size["dim"], size["group_size"]
+    epochs = size["baseline_epochs"]
 
     sorted_counts = _profile_counts(p, n_classes)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x10E7A11]))
@@ -331,15 +324,8 @@ def make_long_tail(
     n_groups = int(groups[-1]) + 1
     centres_full, basis = _class_centres(p, rng, groups, dim)
 
-    def sample(labels: np.ndarray) -> np.ndarray:
-        return _sample(rng, centres_full, labels)
-
-    train_labels = rng.permutation(np.repeat(np.arange(n_classes, dtype=np.int64), counts))
-    train_features = sample(train_labels)
-    val_labels = np.repeat(np.arange(n_classes, dtype=np.int64), n_val)
-    val_features = sample(val_labels)
-    test_labels = np.repeat(np.arange(n_classes, dtype=np.int64), n_test)
-    test_features = sample(test_labels)
+    sets = _draw_sets(rng, centres_full, counts, size["n_val_per_class"], size["n_test_per_class"])
+    train_features, train_labels, val_features, val_labels, test_features, test_labels = sets
 
     latent = train_features if basis is None else train_features @ basis.T
     W_latent, b = _train_baseline(
@@ -370,6 +356,42 @@ def make_long_tail(
         profile=profile,
         seed=int(seed),
     )
+
+
+def _draw_sets(
+    rng: np.random.Generator, centres: np.ndarray, counts: np.ndarray, n_val: int, n_test: int
+) -> tuple[np.ndarray, ...]:
+    """Training rows (``counts`` per class, shuffled), then ``n_val`` and ``n_test``
+    rows per class: ``(train_x, train_y, val_x, val_y, test_x, test_y)``."""
+    classes = np.arange(counts.shape[0], dtype=np.int64)
+    train_labels = rng.permutation(np.repeat(classes, counts))
+    train_features = _sample(rng, centres, train_labels)
+    val_labels = np.repeat(classes, n_val)
+    val_features = _sample(rng, centres, val_labels)
+    test_labels = np.repeat(classes, n_test)
+    test_features = _sample(rng, centres, test_labels)
+    return train_features, train_labels, val_features, val_labels, test_features, test_labels
+
+
+def _checked_profile(
+    profile: Any, seed: Any, given: dict[str, int | None]
+) -> tuple[dict, dict[str, int]]:
+    """The profile's settings, and the sizes: each ``given`` one (None: the profile's), checked."""
+    if profile not in PROFILES:
+        detail = f"expected one of {sorted(PROFILES)}, found {profile!r}"
+        raise fail("profile", detail, value=profile)
+    p = PROFILES[profile]
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise fail("seed", f"expected a non-negative integer, found {seed!r}", value=seed)
+    size = {}
+    for name in ("n_classes", "dim", "group_size", "baseline_epochs"):
+        size[name] = positive_int(p[name] if given[name] is None else given[name], name)
+    for name in ("n_val_per_class", "n_test_per_class"):
+        size[name] = _nonneg(given[name], p[name], name)
+    if size["n_classes"] < 3:
+        detail = f"expected at least 3 (one per split), found {size['n_classes']}"
+        raise fail("n_classes", detail, value=size["n_classes"])
+    return dict(p), size
 
 
 def _profile_counts(p: dict, n_classes: int) -> np.ndarray:

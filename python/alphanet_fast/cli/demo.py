@@ -106,6 +106,40 @@ def _describe(data: Any, profile: str) -> str:
     )
 
 
+def _write_outputs(
+    args: argparse.Namespace, data: Any, res: Any, before: Any, after: Any
+) -> list[Path]:
+    """The result, the corrected classifier, the report, and (unless refused) the plots
+    and (when asked) the data, in ``args.output_dir``; the paths written."""
+    out, names, groups = args.output_dir, list(data.class_names), np.asarray(data.groups)
+    res.save(out / "result.npz")
+    written = [
+        out / "result.npz",
+        write_npz(out / "classifier.alphanet.npz", weight=res.W, bias=res.b),
+    ]
+    rows = report.few_class_rows(
+        res.few_classes, res.counts, res.neighbors, res.neighbor_distances, names,
+        alphas=res.alphas, before=before, after=after,
+    )  # fmt: skip
+    written.append(
+        report.write(
+            out / "report.json",
+            "demo",
+            profile=args.profile,
+            config=res.config,
+            history=res.history,
+            best_epoch=res.best_epoch,
+            evaluation={"test": {"baseline": before.to_dict(), "alphanet": after.to_dict()}},
+            few_classes=rows,
+        )  # fmt: skip
+    )
+    if not args.no_plots:
+        written += write_plots(out / "plots", before, after, res, "test")
+    if args.save_data:
+        written += _save_data(out, data, names, groups)
+    return written
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """``alphanet-fast demo``: make data, correct, evaluate, explain, write the outputs."""
     from alphanet_fast.datasets import make_long_tail
@@ -140,31 +174,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(explain_text(res, before, after, names, top=3))
 
     status(f"writing to {out}/ ...")
-    res.save(out / "result.npz")
-    written = [
-        out / "result.npz",
-        write_npz(out / "classifier.alphanet.npz", weight=res.W, bias=res.b),
-    ]
-    rows = report.few_class_rows(
-        res.few_classes, res.counts, res.neighbors, res.neighbor_distances, names,
-        alphas=res.alphas, before=before, after=after,
-    )  # fmt: skip
-    written.append(
-        report.write(
-            out / "report.json",
-            "demo",
-            profile=args.profile,
-            config=res.config,
-            history=res.history,
-            best_epoch=res.best_epoch,
-            evaluation={"test": {"baseline": before.to_dict(), "alphanet": after.to_dict()}},
-            few_classes=rows,
-        )  # fmt: skip
-    )
-    if not args.no_plots:
-        written += write_plots(out / "plots", before, after, res, "test")
-    if args.save_data:
-        written += _save_data(out, data, names, groups)
+    written = _write_outputs(args, data, res, before, after)
     if args.compare:
         from .compare import demo_comparison
 

@@ -19,7 +19,6 @@ Examples
 (True, 0)
 """
 
-from alphanet_fast.settings import METRICS
 from alphanet_fast.training.correct import LOOP_THREADS, correct
 from alphanet_fast.training.sampling import (
     Budgets,
@@ -30,7 +29,6 @@ from alphanet_fast.training.sampling import (
 )
 
 __all__ = [
-    "METRICS",
     "Budgets",
     "ClassBalancedSampler",
     "LOOP_THREADS",
@@ -39,10 +37,3 @@ __all__ = [
     "current_budgets",
     "using_budgets",
 ]
-
-# The default memory bounds under their former names (read-only: a run takes its
-# bounds from ``with using_budgets(Budgets(...)): correct(...)``, not from these).
-FROZEN_BUDGET_BYTES = Budgets().frozen
-VAL_BUDGET_BYTES = Budgets().val
-CHUNKED_LAYER_BYTES = Budgets().chunked_layer
-BLOCK_BYTES = Budgets().block

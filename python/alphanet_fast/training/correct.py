@@ -140,8 +140,15 @@ def _config(settings: Settings, dev: torch.device, neighbors: Any, val: Any) -> 
     return config
 
 
-def _unchanged(W_arr, bias, splits, counts, config, k, t_start) -> AlphaNetResult:
-    few = splits.few
+def _unchanged(W_arr, bias, splits, counts, config, settings, t_start) -> AlphaNetResult:
+    """No class is few: a warning (pointing at the caller of ``correct()``) and ``W`` as it is."""
+    warnings.warn(
+        f"labels: no class has fewer than few_below={settings.few_below} training samples; "
+        "nothing to correct, the classifier is returned unchanged",
+        UserWarning,
+        stacklevel=3,
+    )
+    few, k = splits.few, settings.k
     return AlphaNetResult(
         W=np.array(W_arr, order="C", copy=True),
         b=bias,
@@ -394,8 +401,7 @@ def correct(
     >>> res.W.shape == data.W.shape, bool((res.alphas[:, 0] == 1).all())
     (True, True)
     """
-    t_start = time.perf_counter()
-    budgets = current_budgets()
+    t_start, budgets = time.perf_counter(), current_budgets()
     W_arr, x, y, bias = classifier_inputs(features, labels, W, b, row_sources=True)
     n_classes, d = W_arr.shape
     settings = Settings(  # checked in the order of its fields
@@ -416,42 +422,41 @@ def correct(
         device=device,
         seed=seed,
     )
-    show = _show_progress(progress)
-    dev = _device(settings.device)
+    show, dev = _show_progress(progress), _device(settings.device)
     val = None if val is None else data_pair(val, "val", d, n_classes, row_sources=True)
     counts = np.bincount(y, minlength=n_classes).astype(np.int64)
-    splits = splits_from_counts(
-        counts, few_below=settings.few_below, many_above=settings.many_above
-    )
+    splits = splits_from_counts(counts, few_below=few_below, many_above=many_above)
     config = _config(settings, dev, neighbors, val)
     if splits.few.size == 0:
-        warnings.warn(
-            f"labels: no class has fewer than few_below={few_below} training samples; "
-            "nothing to correct, the classifier is returned unchanged",
-            UserWarning,
-            stacklevel=2,
-        )
-        return _unchanged(W_arr, bias, splits, counts, config, settings.k, t_start)
+        return _unchanged(W_arr, bias, splits, counts, config, settings, t_start)
     _check_trainable(splits, d, settings)
-    watch = Stopwatch(dev)
-    watch.seconds["checks"] = time.perf_counter() - t_start
-    seeds = np.random.SeedSequence(settings.seed).spawn(2)
-    sample_rng, neighbor_rng = (np.random.default_rng(s) for s in seeds)
-    nb = choose_neighbors(
-        x,
-        y,
-        splits,
-        settings.k,
-        metric=settings.metric,
-        given=neighbors,
-        rng=neighbor_rng,
-        stage=watch.stage,
-    )
-    if not np.isin(y, splits.few).any():
-        raise fail("labels", "no training sample belongs to a few class; nothing to train on")
-    run = _Run(x, y, W_arr, bias, splits, settings, dev, watch, budgets)
+    run = _Run(x, y, W_arr, bias, splits, settings, dev, Stopwatch(dev), budgets)
+    run.watch.seconds["checks"] = time.perf_counter() - t_start
+    nb, sample_rng = _neighbors(run, neighbors)
     best_alphas, best_epoch, history = _train(run, nb, val=val, rng=sample_rng, show=show)
     return _combined(run, nb, best_alphas, counts, best_epoch, history, config, t_start)
+
+
+def _neighbors(run: _Run, given: Any) -> tuple[Neighbors, np.random.Generator]:
+    """The few classes' neighbours, and the generator of the epochs' samples.
+
+    Both generators come from ``seed``: the samples' and the random neighbours'.
+    """
+    seeds = np.random.SeedSequence(run.settings.seed).spawn(2)
+    sample_rng, neighbor_rng = (np.random.default_rng(s) for s in seeds)
+    nb = choose_neighbors(
+        run.x,
+        run.y,
+        run.splits,
+        run.settings.k,
+        metric=run.settings.metric,
+        given=given,
+        rng=neighbor_rng,
+        stage=run.watch.stage,
+    )
+    if not np.isin(run.y, run.splits.few).any():
+        raise fail("labels", "no training sample belongs to a few class; nothing to train on")
+    return nb, sample_rng
 
 
 def _combined(
