@@ -81,7 +81,7 @@ def class_means(
     ------
     TypeError
         Non-numeric or complex ``features``; non-integer ``labels`` dtype.
-    KernelError
+    ArgumentError
         (a ``ValueError``; ``.argument`` and ``.row`` name the culprit) Wrong
         ndim or empty ``features``; ``labels`` of the wrong length, negative,
         out of range or not integral (first bad entry named); NaN or infinity
@@ -173,7 +173,7 @@ def nearest_neighbors(
     ------
     TypeError
         Non-numeric or complex input; ``k`` not an integer.
-    KernelError
+    ArgumentError
         (a ``ValueError``) Wrong ndim, empty input, differing column counts,
         NaN or infinity (first bad row named), ``k`` outside ``[1, m]``,
         unknown ``metric``, a zero row with ``metric="cosine"``, distances
@@ -267,7 +267,7 @@ def combine(
 
     Raises
     ------
-    TypeError, KernelError
+    TypeError, ArgumentError
         Bad dtypes, shapes that disagree, indices out of ``[0, C)``, repeated
         targets, NaN or infinity in ``W`` or ``alphas``; a combined row
         beyond ``W``'s dtype range (``argument="alphas"``, ``row`` the target
@@ -324,7 +324,7 @@ def topk_scores(
 
     Raises
     ------
-    TypeError, KernelError
+    TypeError, ArgumentError
         Bad dtypes or shapes, NaN or infinity (first bad row named), ``k``
         outside ``[1, C]``; scores that could exceed the dtype's range
         (``argument="features"``).
@@ -377,7 +377,7 @@ def set_num_threads(n: int) -> None:
 
     Raises
     ------
-    KernelError
+    ArgumentError
         ``n`` negative or not an integer.
 
     Examples

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import fail
 from alphanet_fast.evaluation import SPLITS, EvaluationReport, evaluate, format_table
 from alphanet_fast.files.classifiers import Classifier, save_classifier
 from alphanet_fast.files.data_files import InputError
@@ -331,9 +332,10 @@ def run_explain(args: argparse.Namespace) -> int:
 def _combination(f: int, nb: np.ndarray, alphas: np.ndarray, names: Sequence[str] | None) -> str:
     """``[f] = [f] - 0.18 [n1] + 0.22 [n2] ...``: the corrected weight vector in words."""
     if alphas.shape[0] != nb.shape[0] + 1:
-        raise ValueError(
-            f"alphas: class {f} has {alphas.shape[0]} coefficients for {nb.shape[0]} neighbours; "
-            f"expected {nb.shape[0] + 1}"
+        raise fail(
+            "alphas",
+            f"class {f} has {alphas.shape[0]} coefficients for {nb.shape[0]} neighbours; "
+            f"expected {nb.shape[0] + 1}",
         )
     terms = " ".join(
         f"{'-' if a < 0 else '+'} {abs(a):.2f} {label(int(c), names)}"
@@ -360,9 +362,10 @@ def explain_text(
     """
     few = res.few_classes
     if res.alphas.shape != (few.size, res.neighbors.shape[1] + 1):
-        raise ValueError(
+        raise fail(
+            "res",
             f"alphas: expected shape ({few.size}, {res.neighbors.shape[1] + 1}) for "
-            f"neighbours of shape {res.neighbors.shape}, found {res.alphas.shape}"
+            f"neighbours of shape {res.neighbors.shape}, found {res.alphas.shape}",
         )
     gain = after.per_class[1][few] - before.per_class[1][few]
     seen = np.flatnonzero(np.isfinite(gain))
