@@ -354,7 +354,12 @@ def test_apply_to_checks_shapes_and_keeps_dtype():
 
 
 def test_docstring_examples():
-    for module in (aft, sys.modules["alphanet_fast.typing"]):
+    names = (
+        "alphanet_fast.torch.heads",
+        "alphanet_fast.torch.features",
+        "alphanet_fast.torch.models",
+    )
+    for module in (aft, *(sys.modules[n] for n in names), sys.modules["alphanet_fast.typing"]):
         flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
         result = doctest.testmod(module, optionflags=flags)
         assert result.attempted > 0 and result.failed == 0
