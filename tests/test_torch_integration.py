@@ -429,3 +429,55 @@ def test_extract_on_cuda_moves_the_model_back():
     assert model[0].weight.device.type == "cpu"
     np.testing.assert_allclose(on_gpu.features, on_cpu.features, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(on_gpu.labels, on_cpu.labels)
+
+
+def test_evaluate_model_equals_evaluate_on_the_extracted_features():
+    torch.manual_seed(7)
+    model = TinyCNN()
+    x, y = long_tail(image=True)
+    test_x, test_y = long_tail(seed=2, image=True)
+    loader = DataLoader(TensorDataset(test_x, test_y), batch_size=32)
+    splits = af.splits_from_counts(COUNTS)
+    report = aft.evaluate_model(model, loader, splits=splits, progress=False)
+    feats = aft.extract(model, loader)
+    W, b = model.fc.weight.detach().numpy(), model.fc.bias.detach().numpy()
+    expected = af.evaluate(feats.features, feats.labels, W, b, splits=splits)
+    assert report.to_dict() == expected.to_dict()
+    for k in report.ks:
+        np.testing.assert_array_equal(report.hit_counts["per_class"][k],
+                                      expected.hit_counts["per_class"][k])  # fmt: skip
+    # The model's own top-1 predictions give the same accuracy.
+    model.eval()
+    with torch.no_grad():
+        own = int((model(test_x).argmax(1) == test_y).sum())
+    assert report.hit_counts["accuracy"][1]["overall"] == own
+    # Splits read back from a report.
+    again = aft.evaluate_model(model, loader, splits=report, progress=False)
+    assert again.to_dict() == report.to_dict()
+    with pytest.raises(af.ArgumentError) as info:
+        aft.evaluate_model(model, loader, splits=splits, head="nothing")
+    assert info.value.argument == "head"
+
+
+def test_torch_argument_errors_carry_the_argument():
+    model = mlp()
+    x, y = long_tail()
+    batches = [(x, y)]
+    cases = [
+        (lambda: aft.find_head("not a model"), "model", TypeError),
+        (lambda: aft.find_head(model, name=3), "head", TypeError),
+        (lambda: aft.extract(model, batches, dtype=np.int32), "dtype", TypeError),
+        (lambda: aft.extract(model, [x]), "batch", TypeError),
+        (lambda: aft.extract(model, batches, progress="yes"), "progress", TypeError),
+        (lambda: aft.extract(model, batches, device="nowhere"), "device", ValueError),
+        (lambda: aft.extract(model, []), "loader", ValueError),
+        (lambda: aft.correct_model(model, batches, inplace=1), "inplace", TypeError),
+        (lambda: aft.apply_to(model, object()), "result", TypeError),
+        (lambda: aft.compare_model(model, batches, None), "val_loader", ValueError),
+        (lambda: aft.compare_model(model, batches, batches, val=1), "val", TypeError),
+    ]
+    for call, argument, kind in cases:
+        with pytest.raises(af.ArgumentError) as info:
+            call()
+        assert info.value.argument == argument
+        assert isinstance(info.value, kind)

@@ -11,6 +11,14 @@ three::
 
     model, res = aft.correct_model(model, train_loader, val_loader=val_loader)
 
+:func:`compare_model` runs every post-hoc fix (:func:`alphanet_fast.compare`)
+on the model's features and returns the model with the recommended head;
+:func:`evaluate_model` evaluates a model over a loader (:mod:`.shipping`)::
+
+    model, report = aft.compare_model(model, train_loader, val_loader, test_loader)
+    print(report.table())
+    print(aft.evaluate_model(model, test_loader, splits=report).table())
+
 The order of the rows is whatever the loader yields; features and labels are
 taken from the same batch, so they stay aligned even with a shuffling loader.
 Augmentations in the loader's transforms are the caller's business: extract
@@ -35,16 +43,21 @@ from __future__ import annotations
 from alphanet_fast.torch.features import LABEL_KEYS, Extracted, Inputs, extract, split_batch
 from alphanet_fast.torch.heads import HEAD_NAMES, HeadLike, find_head
 from alphanet_fast.torch.models import CorrectedModel, apply_to, correct_model
+from alphanet_fast.torch.shipping import CL2N, ComparedModel, compare_model, evaluate_model
 
 __all__ = [
+    "CL2N",
     "HEAD_NAMES",
     "LABEL_KEYS",
+    "ComparedModel",
     "CorrectedModel",
     "Extracted",
     "HeadLike",
     "Inputs",
     "apply_to",
+    "compare_model",
     "correct_model",
+    "evaluate_model",
     "extract",
     "find_head",
     "split_batch",

@@ -15,7 +15,7 @@ from alphanet_fast._torch_loop import finite_array
 from alphanet_fast.torch.features import Inputs, extract
 from alphanet_fast.torch.heads import HeadLike, name_of, resolve_head
 
-__all__ = ["CorrectedModel", "apply_to", "correct_model"]
+__all__ = ["CorrectedModel", "apply_to", "correct_model", "head_arrays", "training_device"]
 
 
 class CorrectedModel(NamedTuple):
@@ -153,15 +153,14 @@ def correct_model(
     if val_loader is not None:
         val_feats = extract(model, val_loader, head=lin, **kw)
         val = (val_feats.features, val_feats.labels)
-    W = lin.weight.detach().to("cpu", torch.float32).numpy()
-    b = None if lin.bias is None else lin.bias.detach().to("cpu", torch.float32).numpy()
+    W, b = head_arrays(lin)
     result = correct(
         train.features,
         train.labels,
         W,
         b,
         val=val,
-        device=_correct_device(device, lin),
+        device=training_device(device, lin),
         progress=progress,
         **correct_kwargs,
     )
@@ -170,7 +169,14 @@ def correct_model(
     return CorrectedModel(target, result)
 
 
-def _correct_device(device: Any, lin: nn.Linear) -> Any:
+def head_arrays(lin: nn.Linear) -> tuple[np.ndarray, np.ndarray | None]:
+    """The head's weights and biases (None without bias) as float32 numpy arrays."""
+    W = lin.weight.detach().to("cpu", torch.float32).numpy()
+    b = None if lin.bias is None else lin.bias.detach().to("cpu", torch.float32).numpy()
+    return W, b
+
+
+def training_device(device: Any, lin: nn.Linear) -> Any:
     # "auto" for correct() means CUDA when present; here it follows the model.
     if isinstance(device, str) and device == "auto":
         return "cuda" if lin.weight.device.type == "cuda" else "cpu"
