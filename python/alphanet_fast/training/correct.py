@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from alphanet_fast._inputs import classifier_inputs, data_pair
+from alphanet_fast.baselines.self_check import val_baselines
 from alphanet_fast.kernels import combine
 from alphanet_fast.neighbors import Neighbors, choose_neighbors
 from alphanet_fast.result import AlphaNetResult
@@ -329,7 +330,10 @@ def correct(
     AlphaNetResult
         ``W`` (few rows replaced, the input's dtype), ``b`` (unchanged copy),
         ``alphas`` (F x (k+1), column 0 is 1), ``neighbors``, ``splits``,
-        ``history``, ``best_epoch``, ``config`` and ``timings`` (seconds per stage).
+        ``history``, ``best_epoch``, ``config``, ``timings`` (seconds per stage)
+        and, with ``val``, ``val_baselines``: tau-normalisation's and logit
+        adjustment's validation top-1 per split, tau chosen on the same ``val``
+        (scored from one pass over it; AlphaNet's own weights do not depend on it).
 
     Raises
     ------
@@ -430,7 +434,13 @@ def correct(
         raise ValueError("labels: no training sample belongs to a few class; nothing to train on")
     run = _Run(x, y, W_arr, bias, splits, settings, dev, watch, budgets)
     best_alphas, best_epoch, history = _train(run, nb, val=val, rng=sample_rng, show=show)
-    return _combined(run, nb, best_alphas, counts, best_epoch, history, config, t_start)
+    checked = None
+    if val is not None:  # the cheap baselines on the same validation set, for comparison
+        with watch.stage("val_baselines"):
+            checked = val_baselines(W_arr, bias, counts, val, splits)
+    result = _combined(run, nb, best_alphas, counts, best_epoch, history, config, t_start)
+    result.val_baselines = checked
+    return result
 
 
 def _combined(
