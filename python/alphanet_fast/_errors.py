@@ -50,6 +50,18 @@ class ArgumentError(ValueError):
         self.row = row
         self.value = value
 
+    @property
+    def detail(self) -> str:
+        """The message after its leading ``"{argument}: "``: what was expected and found.
+
+        Every message of the package starts with the argument's name (:func:`fail`
+        and the Rust kernels write it so), so a caller can put its own name for
+        the argument in front, as the command line puts the flag.
+        """
+        text = str(self)
+        prefix = f"{self.argument}: "
+        return text[len(prefix) :] if self.argument and text.startswith(prefix) else text
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Picklable with its fields (Dask sends errors from workers to the client).
         return (type(self), (str(self), self.argument, self.row, self.value))

@@ -1,11 +1,13 @@
 """Argument checks shared by the public entry points.
 
-Every check raises ``TypeError`` (wrong kind of object or dtype) or
-:class:`~alphanet_fast._errors.ArgumentError` (a ``ValueError``: wrong shape or
-value) with a message that starts with the argument's name and says what was
-expected and what was found. The Rust kernels raise the same
-``ArgumentError``. Arrays are coerced at most once, and only when the kernels
-cannot take them as they are.
+Every check raises through :func:`~alphanet_fast._errors.fail`: an
+:class:`~alphanet_fast._errors.ArgumentTypeError` (also a ``TypeError``: wrong
+kind of object or dtype) or an :class:`~alphanet_fast._errors.ArgumentError`
+(a ``ValueError``: wrong shape or value), with ``.argument`` set and a
+message that starts with the argument's name and says what was expected and
+what was found. The Rust kernels raise the same ``ArgumentError``. Arrays
+are coerced at most once, and only when the kernels cannot take them as they
+are.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _as_array(x: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(x)
     except Exception as exc:  # pragma: no cover - numpy's own message is kept
-        raise TypeError(f"{name}: cannot be read as an array ({exc})") from exc
+        raise fail(name, f"cannot be read as an array ({exc})", type_error=True) from exc
     return arr
 
 
@@ -55,7 +57,9 @@ def _tensor_to_numpy(t: Any, name: str) -> np.ndarray:
     except (TypeError, RuntimeError) as exc:
         if t.is_floating_point():
             return t.float().numpy()  # exact: every bfloat16/float8 value is a float32
-        raise TypeError(f"{name}: torch dtype {t.dtype} has no numpy equivalent ({exc})") from None
+        raise fail(
+            name, f"torch dtype {t.dtype} has no numpy equivalent ({exc})", type_error=True
+        ) from None
 
 
 def float_dtype_of(x: Any, name: str) -> np.dtype:
@@ -63,9 +67,9 @@ def float_dtype_of(x: Any, name: str) -> np.dtype:
     arr = _as_array(x, name)
     kind = arr.dtype.kind
     if kind == "c":
-        raise TypeError(f"{name}: expected real numbers, found complex dtype {arr.dtype}")
+        raise fail(name, f"expected real numbers, found complex dtype {arr.dtype}", type_error=True)
     if kind not in "fiu":
-        raise TypeError(f"{name}: expected a numeric array, found dtype {arr.dtype}")
+        raise fail(name, f"expected a numeric array, found dtype {arr.dtype}", type_error=True)
     if kind == "f" and arr.dtype.itemsize == 4:
         return np.dtype(np.float32)
     if kind == "f" and arr.dtype.itemsize == 2:
@@ -162,9 +166,9 @@ def int_array(x: Any, name: str, *, ndim: int = 1) -> np.ndarray:
     arr = _as_array(x, name)
     kind = arr.dtype.kind
     if kind == "b":
-        raise TypeError(f"{name}: expected integers, found dtype bool")
+        raise fail(name, "expected integers, found dtype bool", type_error=True)
     if kind not in "iuf":
-        raise TypeError(f"{name}: expected integers, found dtype {arr.dtype}")
+        raise fail(name, f"expected integers, found dtype {arr.dtype}", type_error=True)
     if arr.ndim != ndim:
         raise fail(name, f"expected a {ndim}-d array, found {arr.ndim}-d with shape {arr.shape}")
     if kind == "f":
@@ -229,10 +233,15 @@ def labels_array(
 def positive_int(value: Any, name: str, *, upper: int | None = None, what: str = "") -> int:
     """An int in [1, upper]."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer, found {type(value).__name__} {value!r}")
+        raise fail(
+            name,
+            f"expected an integer, found {type(value).__name__} {value!r}",
+            value=value,
+            type_error=True,
+        )
     value = int(value)
     if value < 1 or (upper is not None and value > upper):
         bound = f"in [1, {upper}]" if upper is not None else ">= 1"
         suffix = f" ({what})" if what else ""
-        raise fail(name, f"expected an integer {bound}{suffix}, found {value}")
+        raise fail(name, f"expected an integer {bound}{suffix}, found {value}", value=value)
     return value

@@ -20,22 +20,18 @@ import numpy as np
 
 from alphanet_fast._validation import positive_int
 from alphanet_fast.baselines._common import check_inputs, check_val
+from alphanet_fast.baselines.methods import METHODS, Method
 from alphanet_fast.evaluation import SPLITS, EvaluationReport, evaluate, format_table
 from alphanet_fast.splits import splits_from_counts
 
 __all__ = ["METHODS", "ComparisonReport", "ComparisonRow", "compare"]
 
-#: The baselines :func:`compare` can run, in table order.
-METHODS = ("ncm", "tau_norm", "logit_adjust", "lws", "crt")
-_LABELS = {
-    "plain": "plain (given)",
-    "ncm": "NCM",
-    "tau_norm": "tau-norm",
-    "logit_adjust": "logit adjustment",
-    "lws": "LWS",
-    "crt": "cRT",
-}
-_SEEDED = ("lws", "crt")
+#: The label of the given classifier's row.
+PLAIN_LABEL = "plain (given)"
+
+
+def _label(base: str) -> str:
+    return "plain" if base == "plain" else METHODS[base].label
 
 
 @dataclass(eq=False)
@@ -230,33 +226,12 @@ def _options(options: Any, methods: Sequence[str]) -> dict[str, dict[str, Any]]:
         raise TypeError(f"options: expected a mapping of method to keywords, found {options!r}")
     for key, kw in options.items():
         if key not in METHODS:
-            raise ValueError(f"options: unknown method {key!r}, expected one of {METHODS}")
+            raise ValueError(f"options: unknown method {key!r}, expected one of {tuple(METHODS)}")
         if not isinstance(kw, Mapping):
             raise TypeError(f"options[{key!r}]: expected a mapping of keywords, found {kw!r}")
         if "seed" in kw or "val" in kw:
             raise ValueError(f"options[{key!r}]: seed and val are set by compare()")
     return {k: dict(v) for k, v in options.items() if k in methods}
-
-
-#: Settings compare() gives the trained baselines unless ``options`` says otherwise.
-#: Shorter than the methods' own defaults (10 epochs of ``n`` draws), to keep a whole
-#: comparison near a minute or two on the demo data (2 cores): an epoch draws
-#: ``min(n, draws_per_class x C)`` rows, and cRT starts from the given classifier
-#: (from a random layer, 4 short epochs on the demo's 2,048-d features reached 44 %
-#: overall against the given 68 %; from the given one, 69 %). Pass e.g.
-#: ``options={"crt": {"epochs": 10, "samples_per_epoch": None, "init": "random"}}``
-#: for the paper's recipe.
-COMPARE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lws": {"epochs": 2, "draws_per_class": 32},
-    "crt": {"epochs": 4, "draws_per_class": 64, "init": "given"},
-}
-
-
-def _defaults(method: str, n_rows: int, n_classes: int) -> dict[str, Any]:
-    kw = dict(COMPARE_DEFAULTS.get(method, {}))
-    if "draws_per_class" in kw:
-        kw["samples_per_epoch"] = min(n_rows, kw.pop("draws_per_class") * n_classes)
-    return kw
 
 
 class _Sets:
@@ -294,15 +269,12 @@ class _Sets:
             getattr(row, name).append(evaluate(x, pair[1], W, b, splits=self.splits, k=self.ks))
 
 
-def _run_baseline(method: str, sets: _Sets, seed: int, kw: dict[str, Any]) -> Any:
-    from alphanet_fast import baselines
-
-    fn = getattr(baselines, method)
-    if method in _SEEDED:
+def _run_baseline(method: Method, sets: _Sets, seed: int, kw: dict[str, Any]) -> Any:
+    if method.seeded:
         kw = {**kw, "seed": seed}
-    if method in ("tau_norm", "logit_adjust") and "tau" not in kw:
+    if method.needs_val and not any(t in kw for t in method.tunes):
         kw = {**kw, "val": sets.val}
-    return fn(sets.x, sets.y, sets.W, sets.b, **kw)
+    return method.function(sets.x, sets.y, sets.W, sets.b, **kw)
 
 
 def compare(
@@ -312,7 +284,7 @@ def compare(
     *,
     val: tuple[Any, Any],
     test: tuple[Any, Any] | None = None,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = tuple(METHODS),
     alphanet_on: Sequence[str] = ("plain", "crt", "lws"),
     rhos: Sequence[float] = (0.5, 1.0, 1.5),
     seeds: int = 3,
@@ -350,7 +322,7 @@ def compare(
     criterion : "overall", "few", or mapping of split to weight, default "overall"
         Maximised on validation top-1, e.g. ``{"few": 0.5, "overall": 0.5}``.
     options : mapping of method to keywords, optional
-        Passed to that baseline, over ``COMPARE_DEFAULTS`` (LWS: 2 epochs of 32
+        Passed to that baseline, over its ``Method.compare_options`` (LWS: 2 epochs of 32
         draws per class, cRT: 4 epochs of 64 starting from ``W``; at most ``n``
         draws an epoch).
     alphanet_options : mapping, optional
@@ -382,7 +354,7 @@ def compare(
     ['plain (given)', 'tau-norm']
     """
     t0 = time.perf_counter()
-    methods = _names(methods, "methods", METHODS)
+    methods = _names(methods, "methods", tuple(METHODS))
     alphanet_on = _names(alphanet_on, "alphanet_on", ("plain", *methods))
     rhos = _rhos(rhos) if alphanet_on else ()
     n_seeds = positive_int(seeds, "seeds")
@@ -397,29 +369,31 @@ def compare(
     sets = _Sets(train, W, b, val, test, an_opts)
     seed_list = [int(seed) + i for i in range(n_seeds)]
 
-    plain = ComparisonRow(_LABELS["plain"], "plain", None, None, settings=[{}])
+    plain = ComparisonRow(PLAIN_LABEL, "plain", None, None, settings=[{}])
     sets.evaluate_into(plain, sets.W, sets.b)
     rows = [plain]
     bases: dict[str, list[Any]] = {"plain": [(sets.W, sets.b)] * n_seeds}
-    for method in methods:
-        row = ComparisonRow(_LABELS[method], method, None, None)
-        kw = {**_defaults(method, sets.x.shape[0], sets.W.shape[0]), **opts.get(method, {})}
-        if method in _SEEDED:
+    for name in methods:
+        method = METHODS[name]
+        row = ComparisonRow(method.label, name, None, None)
+        defaults = method.compare_defaults(sets.x.shape[0], sets.W.shape[0])
+        kw = {**defaults, **opts.get(name, {})}
+        if method.seeded:
             kw.setdefault("device", device)
         fits = []
-        for s in seed_list if method in _SEEDED else seed_list[:1]:
+        for s in seed_list if method.seeded else seed_list[:1]:
             start = time.perf_counter()
             res = _run_baseline(method, sets, s, kw)
             row.seconds += time.perf_counter() - start
             row.settings.append(res.settings)
             sets.evaluate_into(row, res.W, res.b, res.transform)
             fits.append(res)
-        if method in alphanet_on and fits[0].transform is not None:
+        if name in alphanet_on and fits[0].transform is not None:
             raise ValueError(
-                f"alphanet_on: {method} scores transformed features (metric='euclidean', "
+                f"alphanet_on: {name} scores transformed features (metric='euclidean', "
                 "cl2n=True); AlphaNet needs a classifier of the raw features"
             )
-        bases[method] = [(f.W, f.b) for f in fits] * (n_seeds if len(fits) == 1 else 1)
+        bases[name] = [(f.W, f.b) for f in fits] * (n_seeds if len(fits) == 1 else 1)
         rows.append(row)
     rows += _alphanet_rows(sets, bases, alphanet_on, rhos, seed_list, an_opts, device)
     best = max(rows, key=lambda r: r.score(crit))  # max keeps the first of equal scores
@@ -441,8 +415,7 @@ def _alphanet_rows(
     an_opts = {"progress": False, "device": device, **an_opts}
     for base in alphanet_on:
         for rho in rhos:
-            label = "plain" if base == "plain" else _LABELS[base]
-            row = ComparisonRow(f"{label} + AlphaNet (rho={rho:g})", "alphanet", base, rho)
+            row = ComparisonRow(f"{_label(base)} + AlphaNet (rho={rho:g})", "alphanet", base, rho)
             for (Wb, bb), s in zip(bases[base], seed_list):
                 start = time.perf_counter()
                 with warnings.catch_warnings():

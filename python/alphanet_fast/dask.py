@@ -30,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError('alphanet_fast.dask needs Dask: pip install "alphanet_fast[dask]"') from exc
 
 from alphanet_fast import _core, kernels
+from alphanet_fast._errors import fail
 from alphanet_fast._rows import RowSource
 from alphanet_fast.typing import ArrayLike, FeaturesLike, LabelsLike, WeightsLike
 
@@ -94,11 +95,12 @@ def _row_blocks(
     is None.
     """
     if not is_dask_array(features):
-        raise TypeError(f"features: expected a dask array, found {type(features).__name__}")
+        detail = f"expected a dask array, found {type(features).__name__}"
+        raise fail("features", detail, type_error=True)
     if features.ndim != 2:
-        raise ValueError(f"features: expected a 2-d array, found shape {features.shape}")
+        raise fail("features", f"expected a 2-d array, found shape {features.shape}")
     if features.shape[0] == 0:
-        raise ValueError(f"features: the dask array has no rows (shape {features.shape})")
+        raise fail("features", f"the dask array has no rows (shape {features.shape})")
     x = features.rechunk({1: -1}) if len(features.chunks[1]) > 1 else features
     block = _core.TOPK_ROW_BLOCK
     if align and any(c % block for c in x.chunks[0][:-1]):
@@ -109,9 +111,8 @@ def _row_blocks(
         return xs, None
     y = labels if is_dask_array(labels) else np.asarray(labels)
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"labels: expected {x.shape[0]} labels (one per row of features), found shape {y.shape}"
-        )
+        detail = f"expected {x.shape[0]} labels (one per row of features), found shape {y.shape}"
+        raise fail("labels", detail)
     if is_dask_array(y):
         return xs, list(y.rechunk((x.chunks[0],)).to_delayed().ravel())
     [shared] = _shared(y)
@@ -235,7 +236,7 @@ def evaluate(
     from alphanet_fast.evaluation import EvaluationReport
 
     if "splits" not in kwargs:
-        raise TypeError("evaluate() missing required keyword argument: 'splits'")
+        raise fail("splits", "evaluate() needs this keyword argument", type_error=True)
     splits = kwargs["splits"]
     if kwargs.get("neighbors") is None and hasattr(splits, "few_classes"):
         kwargs["neighbors"] = (np.asarray(splits.few_classes), np.asarray(splits.neighbors))
@@ -303,10 +304,12 @@ class DaskRows(RowSource):
 
     def __init__(self, array: Any):
         if not is_dask_array(array) or array.ndim != 2:
-            raise TypeError(f"features: expected a 2-d dask array, found {type(array).__name__}")
+            detail = f"expected a 2-d dask array, found {type(array).__name__}"
+            raise fail("features", detail, type_error=True)
         kind = np.dtype(array.dtype).kind
         if kind not in "fiu":
-            raise TypeError(f"features: expected a numeric array, found dtype {array.dtype}")
+            detail = f"expected a numeric array, found dtype {array.dtype}"
+            raise fail("features", detail, type_error=True)
         dtype = array.dtype if array.dtype in (np.float32, np.float64) else np.float64
         super().__init__(array.shape, dtype)
         self.array = array

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from alphanet_fast._errors import fail
 from alphanet_fast._validation import positive_int
 from alphanet_fast.settings import FEW_BELOW, MANY_ABOVE
 
@@ -173,7 +174,7 @@ def long_tail_counts(
     else:
         target = total - few.sum() - medium.sum()
         if not n_many * lo <= target <= n_many * hi:
-            raise ValueError(f"total: {total} cannot be reached with these split sizes")
+            raise fail("total", f"{total} cannot be reached with these split sizes", value=total)
         lo_p, hi_p = 1e-3, 1e3  # sum decreases as the bend grows: bisect on log(power)
         for _ in range(200):
             mid = math.sqrt(lo_p * hi_p)
@@ -304,10 +305,11 @@ def make_long_tail(
     ((200, 64), dtype('float32'), 'group01/class0017')
     """
     if profile not in PROFILES:
-        raise ValueError(f"profile: expected one of {sorted(PROFILES)}, found {profile!r}")
+        detail = f"expected one of {sorted(PROFILES)}, found {profile!r}"
+        raise fail("profile", detail, value=profile)
     p = dict(PROFILES[profile])
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, found {seed!r}")
+        raise fail("seed", f"expected a non-negative integer, found {seed!r}", value=seed)
     n_classes = positive_int(n_classes if n_classes is not None else p["n_classes"], "n_classes")
     dim = positive_int(dim if dim is not None else p["dim"], "dim")
     group_size = positive_int(
@@ -319,7 +321,8 @@ def make_long_tail(
     n_val = _nonneg(n_val_per_class, p["n_val_per_class"], "n_val_per_class")
     n_test = _nonneg(n_test_per_class, p["n_test_per_class"], "n_test_per_class")
     if n_classes < 3:
-        raise ValueError(f"n_classes: expected at least 3 (one per split), found {n_classes}")
+        detail = f"expected at least 3 (one per split), found {n_classes}"
+        raise fail("n_classes", detail, value=n_classes)
 
     sorted_counts = _profile_counts(p, n_classes)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x10E7A11]))
@@ -409,5 +412,5 @@ def _class_centres(
 def _nonneg(value: int | None, default: int, name: str) -> int:
     value = default if value is None else value
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name}: expected a non-negative integer, found {value!r}")
+        raise fail(name, f"expected a non-negative integer, found {value!r}", value=value)
     return int(value)

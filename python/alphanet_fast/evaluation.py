@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from alphanet_fast._validation import float_matrix, float_vector, int_array, labels_array
+from alphanet_fast._errors import fail
+from alphanet_fast._inputs import group_ids, k_values, neighbor_pairs, split_of_classes
+from alphanet_fast._validation import float_matrix, float_vector, labels_array
 from alphanet_fast.kernels import topk_scores
+from alphanet_fast.splits import SPLIT_NAMES
 from alphanet_fast.typing import ArrayLike, FeaturesLike, LabelsLike, WeightsLike
 
 if TYPE_CHECKING:
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["OUTCOMES", "SPLITS", "EvaluationReport", "evaluate", "format_table"]
 
 #: Split names in table order; "overall" is every sample.
-SPLITS = ("few", "medium", "many", "overall")
+SPLITS = (*SPLIT_NAMES, "overall")
 _HEADERS = {"few": "Few", "medium": "Med.", "many": "Many", "overall": "Overall"}
 #: Outcomes of a few-split sample's top-1 prediction (the paper's Figure 1).
 OUTCOMES = ("correct", "neighbor", "other")
@@ -99,8 +102,8 @@ class EvaluationReport:
 
     def classes_of(self, split: str) -> np.ndarray:
         """Class ids of one split ("few", "medium" or "many")."""
-        if split not in SPLITS[:3]:
-            raise ValueError(f"split: expected one of {SPLITS[:3]}, found {split!r}")
+        if split not in SPLIT_NAMES:
+            raise fail("split", f"expected one of {SPLIT_NAMES}, found {split!r}", value=split)
         return np.flatnonzero(self.split_of == split)
 
     def table(self, *others: EvaluationReport, names: Sequence[str] | None = None) -> str:
@@ -122,7 +125,7 @@ class EvaluationReport:
         if names is None:
             names = ["model"] if not others else [f"model {i + 1}" for i in range(len(reports))]
         if len(names) != len(reports):
-            raise ValueError(f"names: expected {len(reports)} names, found {len(names)}")
+            raise fail("names", f"expected {len(reports)} names, found {len(names)}")
         return format_table(dict(zip(names, reports)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,67 +180,6 @@ def _clean(d: Mapping[str, float]) -> dict[str, float | None]:
 
 def _clean_list(a: np.ndarray) -> list[float | None]:
     return [None if math.isnan(v) else float(v) for v in a.tolist()]
-
-
-def _split_arrays(splits: Any, n_classes: int) -> np.ndarray:
-    """Per-class split names from anything with ``few``/``medium``/``many`` class-id arrays."""
-    if not all(hasattr(splits, s) for s in ("few", "medium", "many")):
-        raise TypeError(
-            "splits: expected a Splits (see alphanet_fast.splits_from_counts) or a correct() "
-            f"result, found {type(splits).__name__}"
-        )
-    declared = getattr(splits, "n_classes", None)
-    if declared is not None and int(declared) != n_classes:
-        raise ValueError(f"splits: made for {int(declared)} classes, but W has {n_classes} rows")
-    split_of = np.full(n_classes, "", dtype="<U6")
-    for name in SPLITS[:3]:
-        ids = int_array(getattr(splits, name), f"splits.{name}")
-        if ids.size and (ids.min() < 0 or ids.max() >= n_classes):
-            raise ValueError(f"splits.{name}: class ids must lie in [0, {n_classes})")
-        if np.any(split_of[ids] != ""):
-            raise ValueError(f"splits.{name}: a class is in more than one split")
-        split_of[ids] = name
-    missing = np.flatnonzero(split_of == "")
-    if missing.size:
-        raise ValueError(f"splits: class {int(missing[0])} is in no split")
-    return split_of
-
-
-def _neighbor_arrays(neighbors: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(few_classes (F,), neighbors (F, k)) from a result or a pair of arrays."""
-    if hasattr(neighbors, "few_classes") and hasattr(neighbors, "neighbors"):
-        few, nb = neighbors.few_classes, neighbors.neighbors
-    elif isinstance(neighbors, (tuple, list)) and len(neighbors) == 2:
-        few, nb = neighbors
-    else:
-        raise TypeError(
-            "neighbors: expected a correct() result or a pair (few_classes, neighbors), "
-            f"found {type(neighbors).__name__}"
-        )
-    few = int_array(few, "neighbors[0] (few classes)")
-    nb = int_array(nb, "neighbors[1] (neighbour ids)", ndim=2)
-    if nb.shape[0] != few.shape[0]:
-        raise ValueError(
-            f"neighbors: {few.shape[0]} few classes but {nb.shape[0]} rows of neighbour ids"
-        )
-    for arr, what in ((few, "few classes"), (nb, "neighbour ids")):
-        if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-            raise ValueError(f"neighbors: {what} must lie in [0, {n_classes})")
-    return few, nb
-
-
-def _k_values(k: Any, n_classes: int) -> tuple[int, ...]:
-    ks = tuple(k) if isinstance(k, (tuple, list, np.ndarray)) else (k,)
-    if not ks:
-        raise ValueError("k: expected at least one value")
-    out = []
-    for v in ks:
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"k: expected integers, found {type(v).__name__} {v!r}")
-        if not 1 <= int(v) <= n_classes:
-            raise ValueError(f"k: expected values in [1, {n_classes}] (rows of W), found {v}")
-        out.append(int(v))
-    return tuple(sorted(set(out)))
 
 
 def evaluate(
@@ -304,23 +246,33 @@ def evaluate(
     w = float_matrix(W, "W", dtype=x.dtype)
     n_classes = w.shape[0]
     if w.shape[1] != x.shape[1]:
-        raise ValueError(f"W: expected {x.shape[1]} columns (as features), found shape {w.shape}")
+        raise fail("W", f"expected {x.shape[1]} columns (as features), found shape {w.shape}")
     bias = None if b is None else float_vector(b, "b", length=n_classes, dtype=x.dtype)
     y, _ = labels_array(labels, "labels", n_rows=x.shape[0], n_classes=n_classes)
-    ks = _k_values(k, n_classes)
-
+    ks = k_values(k, n_classes)
     if neighbors is None and hasattr(splits, "few_classes") and hasattr(splits, "neighbors"):
         neighbors = cast("AlphaNetResult", splits)
     if hasattr(splits, "splits") and not hasattr(splits, "few"):
         splits = splits.splits
-    split_of = _split_arrays(splits, n_classes)
-
-    group_ids = None if groups is None else _group_ids(groups, n_classes)
-    nb_arrays = None if neighbors is None else _neighbor_arrays(neighbors, n_classes)
-
+    split_of = split_of_classes(splits, n_classes)
+    groups_of = None if groups is None else group_ids(groups, n_classes)
+    nb_arrays = None if neighbors is None else neighbor_pairs(neighbors, n_classes)
     top, _ = topk_scores(x, w, bias, k=max(ks))
+    return _report(top, y, ks, split_of, groups_of, nb_arrays)
+
+
+def _report(
+    top: np.ndarray,
+    y: np.ndarray,
+    ks: tuple[int, ...],
+    split_of: np.ndarray,
+    groups_of: np.ndarray | None,
+    nb_arrays: tuple[np.ndarray, np.ndarray] | None,
+) -> EvaluationReport:
+    """The report of checked labels ``y`` and their top classes ``top`` (best first)."""
+    n_classes = split_of.shape[0]
     sample_split = split_of[y]
-    masks = {s: sample_split == s for s in SPLITS[:3]}
+    masks = {s: sample_split == s for s in SPLIT_NAMES}
     masks["overall"] = np.ones(y.shape[0], dtype=bool)
     n_samples = {s: int(m.sum()) for s, m in masks.items()}
     class_counts = np.bincount(y, minlength=n_classes).astype(np.int64)
@@ -328,14 +280,13 @@ def evaluate(
     def split_means(hit: np.ndarray) -> dict[str, float]:
         return {s: (float(hit[m].mean()) if n_samples[s] else math.nan) for s, m in masks.items()}
 
+    def split_hits(hit: np.ndarray) -> dict[str, int]:
+        return {s: int(np.count_nonzero(hit[m])) for s, m in masks.items()}
+
     accuracy: dict[int, dict[str, float]] = {}
     per_class: dict[int, np.ndarray] = {}
     group_accuracy: dict[int, dict[str, float]] = {}
     hit_counts: dict[str, Any] = {"accuracy": {}, "per_class": {}, "group_accuracy": {}}
-
-    def split_hits(hit: np.ndarray) -> dict[str, int]:
-        return {s: int(np.count_nonzero(hit[m])) for s, m in masks.items()}
-
     for kk in ks:
         hit = (top[:, :kk] == y[:, None]).any(axis=1)
         accuracy[kk] = split_means(hit)
@@ -344,15 +295,13 @@ def evaluate(
         hit_counts["per_class"][kk] = class_hits.astype(np.int64)
         with np.errstate(invalid="ignore", divide="ignore"):
             per_class[kk] = class_hits / class_counts
-        if group_ids is not None:
-            ghit = (group_ids[top[:, :kk]] == group_ids[y][:, None]).any(axis=1)
+        if groups_of is not None:
+            ghit = (groups_of[top[:, :kk]] == groups_of[y][:, None]).any(axis=1)
             group_accuracy[kk] = split_means(ghit)
             hit_counts["group_accuracy"][kk] = split_hits(ghit)
-
     few_errors = None
     if nb_arrays is not None:
         few_errors = _few_breakdown(y, top[:, 0], masks["few"], *nb_arrays, n_classes)
-
     return EvaluationReport(
         ks=ks,
         n_classes=n_classes,
@@ -362,19 +311,9 @@ def evaluate(
         class_counts=class_counts,
         split_of=split_of,
         few_errors=few_errors,
-        group_accuracy=group_accuracy if group_ids is not None else None,
+        group_accuracy=group_accuracy if groups_of is not None else None,
         hit_counts=hit_counts,
     )
-
-
-def _group_ids(groups: Any, n_classes: int) -> np.ndarray:
-    """Each class's group as a small int (any labels, ints or strings; only equality matters)."""
-    g = np.asarray(groups)
-    if g.ndim != 1 or g.shape[0] != n_classes:
-        raise ValueError(
-            f"groups: expected one group per class ({n_classes}), found shape {g.shape}"
-        )
-    return np.unique(g, return_inverse=True)[1].reshape(-1)
 
 
 def _few_breakdown(
@@ -391,9 +330,7 @@ def _few_breakdown(
     rows = row_of[yf]
     if np.any(rows < 0):
         missing = int(yf[np.flatnonzero(rows < 0)[0]])
-        raise ValueError(
-            f"neighbors: few class {missing} occurs in labels but has no neighbour list"
-        )
+        raise fail("neighbors", f"few class {missing} occurs in labels but has no neighbour list")
     correct = pf == yf
     near = ~correct & (nb[rows] == pf[:, None]).any(axis=1)
     return {
@@ -443,12 +380,12 @@ def format_table(
         name: [r] if isinstance(r, EvaluationReport) else list(r) for name, r in reports.items()
     }
     if not rows or any(not r for r in rows.values()):
-        raise ValueError("reports: expected at least one report per row")
+        raise fail("reports", "expected at least one report per row")
     ks = sorted(set.intersection(*(set(r.ks) for rs in rows.values() for r in rs)))
     if not ks:
-        raise ValueError("reports: the reports share no top-k accuracy")
+        raise fail("reports", "the reports share no top-k accuracy")
     if groups and any(r.group_accuracy is None for rs in rows.values() for r in rs):
-        raise ValueError("reports: groups=True needs reports evaluated with groups")
+        raise fail("reports", "groups=True needs reports evaluated with groups")
 
     def acc(r: EvaluationReport, kk: int) -> dict[str, float]:
         return r.group_accuracy[kk] if groups else r.accuracy[kk]  # type: ignore[index]

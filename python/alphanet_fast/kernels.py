@@ -25,6 +25,7 @@ from alphanet_fast._validation import (
     labels_array,
     positive_int,
 )
+from alphanet_fast.settings import DISTANCES
 from alphanet_fast.typing import ArrayLike, FeaturesLike, LabelsLike, WeightsLike
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
     "set_num_threads",
     "topk_scores",
 ]
-
-METRICS = ("euclidean", "cosine")
 
 
 def class_means(
@@ -189,8 +188,8 @@ def nearest_neighbors(
     >>> idx, dist
     (array([[1, 0]]), array([[1., 5.]]))
     """
-    if metric not in METRICS:
-        raise fail("metric", f"expected one of {METRICS}, found {metric!r}")
+    if metric not in DISTANCES:
+        raise fail("metric", f"expected one of {DISTANCES}, found {metric!r}", value=metric)
     dtype = np.promote_types(float_dtype_of(queries, "queries"), float_dtype_of(pool, "pool"))
     q = float_matrix(queries, "queries", dtype=dtype)
     p = float_matrix(pool, "pool", dtype=dtype)
@@ -216,11 +215,8 @@ def nearest_neighbors(
     bad = np.flatnonzero(~np.isfinite(dist).all(axis=1))
     if bad.size:
         row = int(bad[0])
-        raise KernelError(
-            f"queries: row {row}: distances exceed the {dtype.name} range; rescale the inputs",
-            "queries",
-            row,
-        )
+        detail = f"row {row}: distances exceed the {dtype.name} range; rescale the inputs"
+        raise fail("queries", detail, row)
     return idx, dist
 
 
@@ -392,7 +388,7 @@ def set_num_threads(n: int) -> None:
     >>> af.set_num_threads(0)
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise fail("n", f"expected a non-negative integer, found {n!r}")
+        raise fail("n", f"expected a non-negative integer, found {n!r}", value=n)
     ceiling = _core.max_threads()
     if n > ceiling:
         warnings.warn(

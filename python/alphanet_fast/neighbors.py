@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import fail
 from alphanet_fast._rows import RowSource
 from alphanet_fast._validation import int_array
 from alphanet_fast.kernels import class_means, nearest_neighbors
@@ -60,30 +61,34 @@ class Neighbors:
 def _check_given(given: Any, few: np.ndarray, is_base: np.ndarray, k: int) -> np.ndarray:
     nb = int_array(given, "neighbors", ndim=2)
     if nb.shape != (few.size, k):
-        raise ValueError(
-            f"neighbors: expected shape (F, k) = ({few.size}, {k}), one row per few class and "
-            f"k={k} columns, found {nb.shape} (pass k=neighbors.shape[1])"
+        raise fail(
+            "neighbors",
+            f"expected shape (F, k) = ({few.size}, {k}), one row per few class and "
+            f"k={k} columns, found {nb.shape} (pass k=neighbors.shape[1])",
         )
     n_classes = is_base.size
     outside = np.argwhere((nb < 0) | (nb >= n_classes))
     if outside.size:
         row, col = outside[0]
-        raise ValueError(
-            f"neighbors: entry ({row}, {col}) is {nb[row, col]}, expected a class id "
-            f"in [0, {n_classes})"
+        raise fail(
+            "neighbors",
+            f"entry ({row}, {col}) is {nb[row, col]}, expected a class id in [0, {n_classes})",
+            int(row),
         )
     not_base = np.argwhere(~is_base[nb])
     if not_base.size:
         row, col = not_base[0]
-        raise ValueError(
-            f"neighbors: entry ({row}, {col}) is class {nb[row, col]}, which is not a base "
-            "(medium or many) class"
+        raise fail(
+            "neighbors",
+            f"entry ({row}, {col}) is class {nb[row, col]}, which is not a base "
+            "(medium or many) class",
+            int(row),
         )
     sorted_nb = np.sort(nb, axis=1)
     repeats = np.flatnonzero((sorted_nb[:, 1:] == sorted_nb[:, :-1]).any(axis=1))
     if repeats.size:
         row = int(repeats[0])
-        raise ValueError(f"neighbors: row {row} (few class {few[row]}) repeats a class")
+        raise fail("neighbors", f"row {row} (few class {few[row]}) repeats a class", row)
     return nb
 
 
@@ -91,10 +96,11 @@ def _few_with_rows(few: np.ndarray, counts: np.ndarray, empty: str) -> np.ndarra
     """The few classes that have a training row; the others refused or skipped."""
     no_rows = few[counts[few] == 0]
     if no_rows.size and empty == "error":
-        raise ValueError(
-            f"labels: few class {int(no_rows[0])} has no training samples (and "
+        raise fail(
+            "labels",
+            f"few class {int(no_rows[0])} has no training samples (and "
             f"{no_rows.size - 1} more), so it has no mean to find neighbours by; "
-            "pass neighbors=... to correct it"
+            "pass neighbors=... to correct it",
         )
     return few[counts[few] > 0]
 
@@ -160,7 +166,7 @@ def choose_neighbors(
     ([0], [[1]])
     """
     if empty not in ("error", "skip"):
-        raise ValueError(f"empty: expected 'error' or 'skip', found {empty!r}")
+        raise fail("empty", f"expected 'error' or 'skip', found {empty!r}", value=empty)
     timed = stage if stage is not None else (lambda name: nullcontext())
     few, base = splits.few, splits.base
     is_base = np.zeros(splits.n_classes, dtype=bool)
@@ -170,9 +176,10 @@ def choose_neighbors(
         nb = _check_given(given, few, is_base, k)
         return Neighbors(few, nb, np.full(nb.shape, np.nan), none, "given")
     if metric not in METRICS:
-        raise ValueError(f"metric: expected one of {METRICS}, found {metric!r}")
+        raise fail("metric", f"expected one of {METRICS}, found {metric!r}", value=metric)
     if k > base.size:
-        raise ValueError(f"k: expected at most {base.size} (the number of base classes), found {k}")
+        detail = f"expected at most {base.size} (the number of base classes), found {k}"
+        raise fail("k", detail, value=k)
     counts = np.bincount(labels, minlength=splits.n_classes)
     kept = _few_with_rows(few, counts, empty)
     skipped = np.setdiff1d(few, kept)
@@ -180,7 +187,7 @@ def choose_neighbors(
         return Neighbors(kept, np.zeros((0, k), np.int64), np.zeros((0, k)), skipped, metric)
     if metric == "random":
         if rng is None:
-            raise ValueError("rng: a numpy Generator is needed for random neighbours")
+            raise fail("rng", "a numpy Generator is needed for random neighbours")
         with timed("neighbors"):
             nb = np.stack([rng.choice(base, size=k, replace=False) for _ in kept])
         return Neighbors(kept, nb, np.full(nb.shape, np.nan), skipped, metric)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import fail
 from alphanet_fast.evaluation import OUTCOMES, SPLITS, EvaluationReport
 from alphanet_fast.files._atomic import atomic_write
 
@@ -52,14 +53,17 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
-def _check_reports(reports: Mapping[str, EvaluationReport], name: str = "reports") -> None:
+def _check_reports(
+    reports: Mapping[Any, EvaluationReport], name: str = "reports", where: str = ""
+) -> None:
+    """Reports, each an :class:`EvaluationReport`; ``where``: the entry of ``name`` they are."""
     if not reports:
-        raise ValueError(f"{name}: expected at least one report")
+        raise fail(name, f"{where}expected at least one report")
     for key, rep in reports.items():
         if not isinstance(rep, EvaluationReport):
-            raise TypeError(
-                f"{name}[{key!r}]: expected an EvaluationReport, found {type(rep).__name__}"
-            )
+            found = type(rep).__name__
+            detail = f"{where}entry {key!r}: expected an EvaluationReport, found {found}"
+            raise fail(name, detail, type_error=True)
 
 
 def plot_split_accuracies(
@@ -161,9 +165,10 @@ def plot_gain_vs_distance(
         d = d.mean(axis=1)
     g = np.asarray(gain, dtype=float).reshape(-1) * 100
     if d.ndim != 1 or d.shape != g.shape:
-        raise ValueError(
-            f"distance: expected one value (or row) per entry of gain ({g.shape[0]}), "
-            f"found shape {np.shape(distance)}"
+        raise fail(
+            "distance",
+            f"expected one value (or row) per entry of gain ({g.shape[0]}), "
+            f"found shape {np.shape(distance)}",
         )
     keep = np.isfinite(d) & np.isfinite(g)
     d, g = d[keep], g[keep]
@@ -220,7 +225,7 @@ def plot_rho_sweep(
     Path
     """
     if not sweep or any(len(v) == 0 for v in sweep.values()):
-        raise ValueError("sweep: expected at least one report for every rho")
+        raise fail("sweep", "expected at least one report for every rho")
     rhos = np.array(sorted(float(r) for r in sweep))
     by_rho = {float(r): list(v) for r, v in sweep.items()}
     fig = _figure(size, dpi)
@@ -286,9 +291,8 @@ def plot_error_breakdown(
     _check_reports(reports)
     missing = [name for name, rep in reports.items() if rep.few_errors is None]
     if missing:
-        raise ValueError(
-            f"reports[{missing[0]!r}]: has no few-split breakdown; evaluate with neighbors="
-        )
+        detail = f"entry {missing[0]!r} has no few-split breakdown; evaluate with neighbors="
+        raise fail("reports", detail)
     fig = _figure(size, dpi)
     ax = fig.subplots()
     names = list(reports)
@@ -356,9 +360,9 @@ def plot_tradeoff(
     Path
     """
     if not points or any(len(v) == 0 for v in points.values()):
-        raise ValueError("points: expected at least one report for every method")
+        raise fail("points", "expected at least one report for every method")
     for name, reps in points.items():
-        _check_reports(dict(enumerate(reps)), f"points[{name!r}]")
+        _check_reports(dict(enumerate(reps)), "points", f"entry {name!r}: ")
     fig = _figure(size, dpi)
     ax = fig.subplots()
     for i, (name, reps) in enumerate(points.items()):

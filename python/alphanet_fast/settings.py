@@ -14,7 +14,7 @@ Examples
 >>> Settings(k=0)
 Traceback (most recent call last):
 ...
-ValueError: k: expected an integer >= 1, found 0
+alphanet_fast._errors.ArgumentError: k: expected an integer >= 1, found 0
 """
 
 from __future__ import annotations
@@ -28,9 +28,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "FEW_BELOW", "MANY_ABOVE", "Settings", "knob"]
+from alphanet_fast._errors import fail
 
-METRICS = ("euclidean", "cosine", "random")
+__all__ = ["DISTANCES", "METRICS", "FEW_BELOW", "MANY_ABOVE", "Settings", "knob"]
+
+#: The distances between rows (class means, or any features) that the neighbour
+#: kernel and nearest-class-mean classification compute.
+DISTANCES = ("euclidean", "cosine")
+#: How ``correct()`` chooses neighbours: by one of the distances, or at random.
+METRICS = (*DISTANCES, "random")
 
 # Split thresholds on training counts: few < FEW_BELOW <= medium <= MANY_ABOVE < many.
 FEW_BELOW = 20
@@ -41,54 +47,66 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def _not_an_integer(value: Any, name: str) -> Exception:
+    found = f"{type(value).__name__} {value!r}"
+    return fail(name, f"expected an integer, found {found}", value=value, type_error=True)
+
+
 def check_positive_int(value: Any, name: str) -> int:
-    """``value`` as a Python int >= 1 (TypeError for a non-integer, ValueError below 1)."""
+    """``value`` as a Python int >= 1 (a TypeError for a non-integer, a ValueError below 1)."""
     if not _is_int(value):
-        raise TypeError(f"{name}: expected an integer, found {type(value).__name__} {value!r}")
+        raise _not_an_integer(value, name)
     if value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, found {value}")
+        raise fail(name, f"expected an integer >= 1, found {value}", value=value)
     return int(value)
 
 
 def check_count(value: Any, name: str) -> int:
     """A split threshold on training counts: an integer >= 0."""
     if not _is_int(value):
-        raise TypeError(f"{name}: expected an integer, found {type(value).__name__} {value!r}")
+        raise _not_an_integer(value, name)
     if value < 0:
-        raise ValueError(f"{name}: expected a non-negative integer, found {value}")
+        raise fail(name, f"expected a non-negative integer, found {value}", value=value)
     return int(value)
 
 
 def check_seed(value: Any, name: str = "seed") -> int:
     """A seed numpy and torch both accept: an integer in [0, 2**63)."""
     if not _is_int(value) or not 0 <= value < 2**63:
-        raise ValueError(f"{name}: expected an integer in [0, 2**63), found {value!r}")
+        raise fail(name, f"expected an integer in [0, 2**63), found {value!r}", value=value)
     return int(value)
 
 
 def check_number(value: Any, name: str, *, minimum: float, strict: bool) -> float:
     """A finite real >= ``minimum`` (> when ``strict``) as a Python float."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, found {type(value).__name__} {value!r}")
+        found = f"{type(value).__name__} {value!r}"
+        raise fail(name, f"expected a real number, found {found}", value=value, type_error=True)
     value = float(value)
     if not math.isfinite(value) or value < minimum or (strict and value == minimum):
         relation = ">" if strict else ">="
-        raise ValueError(
-            f"{name}: expected a finite number {relation} {minimum:g}, found {value!r}"
-        )
+        detail = f"expected a finite number {relation} {minimum:g}, found {value!r}"
+        raise fail(name, detail, value=value)
     return value
 
 
 def check_hidden(value: Any, name: str = "hidden") -> tuple[int, ...]:
-    """Hidden layer widths: a sequence of positive integers."""
+    """Hidden layer widths: a sequence of positive integers (a bad one is ``.row``)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name}: expected a sequence of layer widths, found {value!r}")
-    return tuple(check_positive_int(h, f"{name}[{i}]") for i, h in enumerate(value))
+        detail = f"expected a sequence of layer widths, found {value!r}"
+        raise fail(name, detail, value=value, type_error=True)
+    for i, h in enumerate(value):
+        if not _is_int(h):
+            detail = f"entry {i} is {type(h).__name__} {h!r}, expected an integer"
+            raise fail(name, detail, i, value=h, type_error=True)
+        if h < 1:
+            raise fail(name, f"entry {i} is {h}, expected an integer >= 1", i, value=h)
+    return tuple(int(h) for h in value)
 
 
 def check_metric(value: Any, name: str = "metric") -> str:
     if value not in METRICS:
-        raise ValueError(f"{name}: expected one of {METRICS}, found {value!r}")
+        raise fail(name, f"expected one of {METRICS}, found {value!r}", value=value)
     return str(value)
 
 
@@ -103,8 +121,9 @@ def _non_negative_real(name: str) -> Any:
 def knob(default: Any, help: str, check: Any, *, metavar: str | None = None) -> Any:
     """A settings field: its default, its help text (the CLI's), and its check.
 
-    ``check`` takes the value and returns it normalised or raises a
-    ``TypeError``/``ValueError`` that names the setting.
+    ``check`` takes the value and returns it normalised or raises, through
+    :func:`~alphanet_fast._errors.fail`, an error whose ``.argument`` is the
+    setting's name.
     """
     factory = {"default_factory": lambda: default} if isinstance(default, list) else {}
     kwargs = factory or {"default": default}
@@ -196,10 +215,11 @@ class Settings:
             checked = f.metadata["check"](getattr(self, f.name))
             object.__setattr__(self, f.name, checked)
         if self.few_below > self.many_above + 1:
-            raise ValueError(
-                f"few_below: expected at most many_above + 1 = {self.many_above + 1} so that "
-                f"no class is both few and many, found {self.few_below}"
+            detail = (
+                f"expected at most many_above + 1 = {self.many_above + 1} so that no class "
+                f"is both few and many, found {self.few_below}"
             )
+            raise fail("few_below", detail, value=self.few_below)
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import fail
 from alphanet_fast._validation import int_array
 from alphanet_fast.settings import FEW_BELOW, MANY_ABOVE, check_count
 from alphanet_fast.typing import ArrayLike
@@ -26,7 +27,7 @@ def _class_ids(value: Any, name: str, n_classes: int) -> np.ndarray:
     bad = np.flatnonzero((ids < 0) | (ids >= n_classes))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(f"{name}: entry {i} is {ids[i]}, expected a class id in [0, {n_classes})")
+        raise fail(name, f"entry {i} is {ids[i]}, expected a class id in [0, {n_classes})", i)
     return np.sort(ids)
 
 
@@ -58,10 +59,11 @@ class Splits:
 
     def __post_init__(self) -> None:
         if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, numbers.Integral):
-            raise TypeError(f"n_classes: expected an integer, found {self.n_classes!r}")
+            detail = f"expected an integer, found {self.n_classes!r}"
+            raise fail("n_classes", detail, value=self.n_classes, type_error=True)
         n = int(self.n_classes)
         if n < 0:
-            raise ValueError(f"n_classes: expected a non-negative integer, found {n}")
+            raise fail("n_classes", f"expected a non-negative integer, found {n}", value=n)
         object.__setattr__(self, "n_classes", n)
         seen = np.zeros(n, dtype=np.int64)
         for name in SPLIT_NAMES:
@@ -69,12 +71,12 @@ class Splits:
             ids.setflags(write=False)  # frozen means frozen: no edits through the arrays either
             object.__setattr__(self, name, ids)
             np.add.at(seen, ids, 1)
-        twice = np.flatnonzero(seen > 1)
-        if twice.size:
-            raise ValueError(f"splits: class {int(twice[0])} is in more than one split")
+            twice = np.flatnonzero(seen > 1)
+            if twice.size:  # named by the split where the class is seen again
+                raise fail(name, f"class {int(twice[0])} is in more than one split")
         missing = np.flatnonzero(seen == 0)
         if missing.size:
-            raise ValueError(f"splits: class {int(missing[0])} is in no split")
+            raise fail("n_classes", f"class {int(missing[0])} is in no split")
 
     @property
     def base(self) -> np.ndarray:
@@ -102,7 +104,7 @@ class Splits:
         """Inverse of :meth:`to_dict`."""
         missing = [key for key in (*SPLIT_NAMES, "n_classes") if key not in data]
         if missing:
-            raise ValueError(f"data: missing keys {missing}; expected few, medium, many, n_classes")
+            raise fail("data", f"missing keys {missing}; expected few, medium, many, n_classes")
         return cls(
             few=np.asarray(data["few"], dtype=np.int64),
             medium=np.asarray(data["medium"], dtype=np.int64),
@@ -153,13 +155,15 @@ def splits_from_counts(
     negative = np.flatnonzero(n < 0)
     if negative.size:
         i = int(negative[0])
-        raise ValueError(f"counts: entry {i} is {n[i]}, counts must be non-negative")
+        raise fail("counts", f"entry {i} is {n[i]}, counts must be non-negative", i)
     few_below = check_count(few_below, "few_below")
     many_above = check_count(many_above, "many_above")
     if few_below > many_above + 1:
-        raise ValueError(
-            f"few_below: expected at most many_above + 1 = {many_above + 1} so that no class is "
-            f"both few and many, found {few_below}"
+        raise fail(
+            "few_below",
+            f"expected at most many_above + 1 = {many_above + 1} so that no class is "
+            f"both few and many, found {few_below}",
+            value=few_below,
         )
     few = np.flatnonzero(n < few_below)
     many = np.flatnonzero(n > many_above)

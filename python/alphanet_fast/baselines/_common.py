@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import fail
 from alphanet_fast._inputs import classifier_inputs, data_pair
 from alphanet_fast._memory import release_rows, row_chunks
 from alphanet_fast._validation import (
@@ -143,22 +144,25 @@ def check_val(val: Any, d: int, n_classes: int, name: str = "val") -> tuple[np.n
     return data_pair(val, name, d, n_classes)
 
 
-def real_number(value: Any, name: str) -> float:
-    """A finite real number."""
+def real_number(value: Any, name: str, row: int | None = None) -> float:
+    """A finite real number (``row``: its entry in the argument ``name``, if a grid's)."""
+    what = "" if row is None else f"entry {row}: "
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, found {type(value).__name__} {value!r}")
+        detail = f"{what}expected a real number, found {type(value).__name__} {value!r}"
+        raise fail(name, detail, row, value=value, type_error=True)
     if not np.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, found {value!r}")
+        raise fail(name, f"{what}expected a finite number, found {value!r}", row, value=value)
     return float(value)
 
 
 def grid(values: Any, name: str) -> np.ndarray:
     """A non-empty 1-d grid of finite candidate values, in the order given."""
     if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
-        raise TypeError(f"{name}: expected a sequence of numbers, found {values!r}")
-    out = np.array([real_number(v, f"{name}[{i}]") for i, v in enumerate(values)])
+        detail = f"expected a sequence of numbers, found {values!r}"
+        raise fail(name, detail, value=values, type_error=True)
+    out = np.array([real_number(v, name, i) for i, v in enumerate(values)])
     if out.size == 0:
-        raise ValueError(f"{name}: expected at least one candidate value")
+        raise fail(name, "expected at least one candidate value")
     return out
 
 

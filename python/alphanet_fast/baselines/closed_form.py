@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import fail
 from alphanet_fast._memory import release_rows, row_chunks
 from alphanet_fast.baselines._common import (
     BaselineResult,
@@ -19,6 +20,7 @@ from alphanet_fast.baselines._common import (
     real_number,
 )
 from alphanet_fast.kernels import class_means, class_sums
+from alphanet_fast.settings import DISTANCES
 
 __all__ = [
     "DEFAULT_TAUS",
@@ -36,9 +38,10 @@ DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(21))
 def _require_every_class(inp: Inputs, method: str) -> None:
     empty = np.flatnonzero(inp.counts == 0)
     if empty.size:
-        raise ValueError(
-            f"labels: class {int(empty[0])} has no training samples ({empty.size} classes "
-            f"have none); {method} needs every class's training rows"
+        raise fail(
+            "labels",
+            f"class {int(empty[0])} has no training samples ({empty.size} classes "
+            f"have none); {method} needs every class's training rows",
         )
 
 
@@ -121,10 +124,10 @@ def ncm(
     >>> res.W.tolist(), res.b.tolist()
     ([[0.0, 2.0], [2.0, 0.0]], [-2.0, -2.0])
     """
-    if metric not in ("cosine", "euclidean"):
-        raise ValueError(f"metric: expected 'cosine' or 'euclidean', found {metric!r}")
+    if metric not in DISTANCES:
+        raise fail("metric", f"expected one of {DISTANCES}, found {metric!r}", value=metric)
     if not isinstance(cl2n, (bool, np.bool_)):
-        raise TypeError(f"cl2n: expected True or False, found {cl2n!r}")
+        raise fail("cl2n", f"expected True or False, found {cl2n!r}", value=cl2n, type_error=True)
     inp = check_inputs(features, labels, W, b)
     _require_every_class(inp, "ncm")
     n_classes = inp.W.shape[0]
@@ -165,7 +168,7 @@ def _choose(
     if tau is not None:
         return real_number(tau, "tau"), {"tau_source": "given"}
     if val is None:
-        raise ValueError("tau: give tau, or val=(features, labels) to choose it on")
+        raise fail("tau", "give tau, or val=(features, labels) to choose it on")
     values = grid(taus, "taus")
     vx, vy = check_val(val, inp.W.shape[1], inp.W.shape[0])
     scales, shifts = candidates(values)
@@ -260,7 +263,7 @@ def tau_norm(
     [[0.6, 0.8], [0.0, 1.0]]
     """
     if bias not in ("scale", "keep"):
-        raise ValueError(f"bias: expected 'scale' or 'keep', found {bias!r}")
+        raise fail("bias", f"expected 'scale' or 'keep', found {bias!r}", value=bias)
     inp = check_inputs(features, labels, W, b)
     b64 = inp.b.astype(np.float64)
 

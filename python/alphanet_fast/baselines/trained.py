@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alphanet_fast._errors import fail
 from alphanet_fast._validation import positive_int
 from alphanet_fast.baselines._common import BaselineResult, Inputs, check_inputs, check_val
 from alphanet_fast.training.sampling import ClassBalancedSampler
@@ -101,27 +102,30 @@ def _device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda[:N]', found {device!r}") from exc
+        detail = f"expected 'auto', 'cpu' or 'cuda[:N]', found {device!r}"
+        raise fail("device", detail, value=device) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but torch sees no CUDA device")
+        detail = f"{device!r} requested but torch sees no CUDA device"
+        raise fail("device", detail, value=device)
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected a cpu or cuda device, found {device!r}")
+        raise fail("device", f"expected a cpu or cuda device, found {device!r}", value=device)
     return dev
 
 
 def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name}: expected a real number, found {type(value).__name__} {value!r}")
+        found = f"{type(value).__name__} {value!r}"
+        raise fail(name, f"expected a real number, found {found}", value=value, type_error=True)
     value = float(value)
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         relation = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}: expected a finite number {relation}, found {value!r}")
+        raise fail(name, f"expected a finite number {relation}, found {value!r}", value=value)
     return value
 
 
 def _seed(seed: Any) -> int:
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, found {seed!r}")
+        raise fail("seed", f"expected a non-negative integer, found {seed!r}", value=seed)
     return int(seed)
 
 
@@ -372,7 +376,7 @@ def crt(
     True
     """
     if init not in ("random", "given"):
-        raise ValueError(f"init: expected 'random' or 'given', found {init!r}")
+        raise fail("init", f"expected 'random' or 'given', found {init!r}", value=init)
     inp = _prepare(features, labels, W, b, val)
     recipe = _recipe(
         inp, epochs=epochs, batch_size=batch_size, samples_per_epoch=samples_per_epoch,

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import ArgumentError
 from alphanet_fast.evaluation import EvaluationReport, format_table
 from alphanet_fast.files._paths import check_outputs
 from alphanet_fast.files.classifiers import Classifier, load_classifier
@@ -20,7 +21,7 @@ from alphanet_fast.files.data_files import load_neighbors as read_neighbors
 from alphanet_fast.files.formats import one_line
 from alphanet_fast.settings import Settings
 
-from .parser import PROG, flag, settings_fields
+from .parser import ARGUMENT_FLAGS, PROG, settings_fields
 
 __all__ = [
     "TrainingData",
@@ -163,10 +164,13 @@ class TrainingData:
         return sets or [("train", self.X, self.y)]
 
 
-def _without_name(exc: BaseException, name: str) -> str:
-    # Settings' checks start their message with the setting's name ("epochs: ...").
-    text = " ".join(str(exc).split())
-    return text[len(name) :] if text.startswith(name) else f": {text}"
+def _on_the_command_line(exc: ArgumentError) -> ArgumentError | None:
+    """``exc`` with the option of its argument in front (``--epochs: expected ...``), or
+    None when the argument has no option (its own name then says what is wrong)."""
+    option = ARGUMENT_FLAGS.get(exc.argument or "")
+    if option is None:
+        return None
+    return type(exc)(f"{option}: {exc.detail}", exc.argument, exc.row, exc.value)
 
 
 def settings_from_args(args: argparse.Namespace, **override: Any) -> dict[str, Any]:
@@ -178,26 +182,14 @@ def settings_from_args(args: argparse.Namespace, **override: Any) -> dict[str, A
     values.update(override)
     if "hidden" in values:
         values["hidden"] = tuple(values["hidden"])
-    for f in settings_fields(values):
-        try:
-            values[f.name] = f.metadata["check"](values[f.name])
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{flag(f.name)}{_without_name(exc, f.name)}") from None
     try:
-        Settings(**values)
-    except (TypeError, ValueError) as exc:  # checks across settings (few_below, many_above)
-        name = " ".join(str(exc).split()).partition(":")[0]
-        raise InputError(f"{flag(name)}{_without_name(exc, name)}") from None
+        for f in settings_fields(values):
+            values[f.name] = f.metadata["check"](values[f.name])
+        Settings(**values)  # the checks across settings (few_below, many_above)
+    except ArgumentError as exc:
+        named = _on_the_command_line(exc)
+        raise InputError(str(exc if named is None else named)) from None
     return values
-
-
-def _flag_of(exc: BaseException, names: Iterable[str]) -> str | None:
-    """The option behind an error of correct(): its ``argument``, else the name it starts with."""
-    argument = getattr(exc, "argument", None)
-    if argument is None:
-        head = str(exc).partition(":")[0].split("[")[0]
-        argument = head if head in set(names) else None
-    return None if argument is None else flag(argument)
 
 
 def run_correct(*arrays: Any, **kw: Any):
@@ -213,13 +205,11 @@ def run_correct(*arrays: Any, **kw: Any):
         warnings.simplefilter("always")
         try:
             res = correct(*arrays, **kw)
-        except (ValueError, TypeError) as exc:
-            option = _flag_of(exc, ["neighbors", *(f.name for f in settings_fields())])
-            text = " ".join(str(exc).split())
-            if option is None or text.startswith(option):
+        except ArgumentError as exc:
+            named = _on_the_command_line(exc)
+            if named is None:
                 raise
-            name = option[2:].replace("-", "_")
-            raise type(exc)(f"{option}{_without_name(exc, name)}") from None
+            raise named from None
         except RuntimeError as exc:
             if "alloc" not in str(exc).lower() and "memory" not in str(exc).lower():
                 raise

@@ -9,6 +9,7 @@ from typing import Any
 from alphanet_fast.evaluation import evaluate
 from alphanet_fast.files.classifiers import load_classifier
 from alphanet_fast.files.data_files import SPLIT_NAMES, InputError, load_lines
+from alphanet_fast.settings import DISTANCES
 
 from . import report
 from .common import check_set, guard_outputs, ks_for, load_result_checked, load_set, print_tables
@@ -54,7 +55,7 @@ def register(sub: Any) -> None:
         help="a result saved by 'correct --result': its splits and neighbours",
     )
     add_data(p, train=False, val=False, test=False, names=False)
-    add_split_settings(p, metrics=("euclidean", "cosine"))
+    add_split_settings(p, metrics=DISTANCES)
     p.add_argument("--report", type=Path, metavar="PATH", help="write the reports as JSON")
     add_common(p)
     p.set_defaults(func=run_evaluate, result_is_input=True)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from alphanet_fast.files.data_files import InputError, load_class_names
+from alphanet_fast.settings import DISTANCES
 
 from . import report
 from .common import guard_outputs, label, load_result_checked, load_set, warn
@@ -46,7 +47,7 @@ def register(sub: Any) -> None:
     )
     add_class_names(p)
     add_keys(p)
-    add_split_settings(p, metrics=("euclidean", "cosine"))
+    add_split_settings(p, metrics=DISTANCES)
     p.add_argument("--report", type=Path, metavar="PATH", help="also write them as JSON")
     add_common(p)
     p.set_defaults(func=run_neighbors, result_is_input=True)

@@ -23,6 +23,7 @@ from typing import Any
 from alphanet_fast.settings import METRICS, Settings
 
 __all__ = [
+    "ARGUMENT_FLAGS",
     "COMMAND_MODULES",
     "PROG",
     "add_class_names",
@@ -51,6 +52,14 @@ class Parser(argparse.ArgumentParser):
 def flag(name: str) -> str:
     """The long option of a setting or argument name: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
+
+
+#: The option of each argument of :func:`alphanet_fast.correct` that has one: every
+#: setting's flag and ``--neighbors``. An error's ``.argument`` is looked up here.
+ARGUMENT_FLAGS = {
+    **{f.name: flag(f.name) for f in dataclasses.fields(Settings)},
+    "neighbors": flag("neighbors"),
+}
 
 
 def settings_fields(names: Iterable[str] | None = None) -> list[dataclasses.Field]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alphanet_fast._errors import fail
 from alphanet_fast._inputs import classifier_inputs, data_pair
 from alphanet_fast.baselines.self_check import val_baselines
 from alphanet_fast.kernels import combine
@@ -66,13 +67,13 @@ def _device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}"
-        ) from exc
+        detail = f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}"
+        raise fail("device", detail, value=device) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but torch sees no CUDA device")
+        detail = f"{device!r} requested but torch sees no CUDA device"
+        raise fail("device", detail, value=device)
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected a cpu or cuda device, found {device!r}")
+        raise fail("device", f"expected a cpu or cuda device, found {device!r}", value=device)
     return dev
 
 
@@ -81,7 +82,8 @@ def _show_progress(progress: Any) -> bool:
         stream = sys.stderr
         return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
     if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress: expected None, True or False, found {progress!r}")
+        detail = f"expected None, True or False, found {progress!r}"
+        raise fail("progress", detail, value=progress, type_error=True)
     return bool(progress)
 
 
@@ -93,10 +95,12 @@ def _check_network_size(n_few: int, d: int, settings: Settings) -> None:
     widest = max(widths[1:])
     need = 4 * (4 * params + 4 * n_few * widest * len(widths))
     if need > memory_limit_bytes():
-        raise ValueError(
-            f"hidden: a network of widths {tuple(settings.hidden)} on {widths[0]:,} inputs "
+        raise fail(
+            "hidden",
+            f"a network of widths {tuple(settings.hidden)} on {widths[0]:,} inputs "
             f"would need {need / 2**30:,.1f} GiB for its parameters, gradients and "
-            f"optimizer state, more than this machine's {memory_limit_bytes() / 2**30:,.1f} GiB"
+            f"optimizer state, more than this machine's {memory_limit_bytes() / 2**30:,.1f} GiB",
+            value=settings.hidden,
         )
 
 
@@ -119,9 +123,10 @@ class _Run:
 def _check_trainable(splits: Splits, d: int, settings: Settings) -> None:
     """Base classes to borrow from, and a network that fits in memory."""
     if splits.base.size == 0:
-        raise ValueError(
-            f"labels: every class has fewer than few_below={settings.few_below} training "
-            "samples; AlphaNet needs base (medium or many) classes to borrow from"
+        raise fail(
+            "labels",
+            f"every class has fewer than few_below={settings.few_below} training "
+            "samples; AlphaNet needs base (medium or many) classes to borrow from",
         )
     _check_network_size(splits.few.size, d, settings)
 
@@ -395,10 +400,26 @@ def correct(
     """
     t_start = time.perf_counter()
     budgets = current_budgets()
-    knobs = {name: value for name, value in locals().items() if name in _D}
     W_arr, x, y, bias = classifier_inputs(features, labels, W, b, row_sources=True)
     n_classes, d = W_arr.shape
-    settings = Settings(**knobs)  # checked in the order of its fields
+    settings = Settings(  # checked in the order of its fields
+        k=k,
+        metric=metric,
+        rho=rho,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        lr_step=lr_step,
+        lr_gamma=lr_gamma,
+        hidden=hidden,
+        few_below=few_below,
+        many_above=many_above,
+        score_scale=score_scale,
+        min_epochs=min_epochs,
+        device=device,
+        seed=seed,
+    )
     show = _show_progress(progress)
     dev = _device(settings.device)
     val = None if val is None else data_pair(val, "val", d, n_classes, row_sources=True)
@@ -431,7 +452,7 @@ def correct(
         stage=watch.stage,
     )
     if not np.isin(y, splits.few).any():
-        raise ValueError("labels: no training sample belongs to a few class; nothing to train on")
+        raise fail("labels", "no training sample belongs to a few class; nothing to train on")
     run = _Run(x, y, W_arr, bias, splits, settings, dev, watch, budgets)
     best_alphas, best_epoch, history = _train(run, nb, val=val, rng=sample_rng, show=show)
     checked = None
