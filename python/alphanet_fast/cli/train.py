@@ -31,6 +31,7 @@ from .common import (
     write_plots,
 )
 from .parser import PROG, add_common, add_data, add_settings
+from .shipping import left_out_note
 
 __all__ = ["explain_text", "register", "run_correct_command", "run_explain", "run_sweep"]
 
@@ -180,6 +181,9 @@ def run_correct_command(args: argparse.Namespace) -> int:
         warn("no --val or --test: the accuracies above are on the training set")
 
     written = [save_classifier(data.clf, res.W, out)]
+    note = left_out_note(data.clf, out)
+    if note is not None:
+        print(note)
     rows = report.few_class_rows(
         res.few_classes, res.counts, res.neighbors, res.neighbor_distances, data.names,
         alphas=res.alphas, before=before, after=after,
