@@ -97,7 +97,7 @@ def run_baseline(args: argparse.Namespace) -> int:
     method = METHODS[args.method]
     kw = _keywords(args)
     data = TrainingData(args)
-    out, json_path = output_paths(args, data.clf, method.name)
+    out, json_path = output_paths(args.output, data.clf, method.name, args.report)
     guard_outputs(args, [("-o/--output", out, False), ("--report", json_path, False)])
     if "tau" in method.tunes and "tau" not in kw:
         kw["val"] = data.val

@@ -52,15 +52,18 @@ def add_output_options(p: argparse.ArgumentParser, what: str, default: str) -> A
     return o
 
 
-def output_paths(args: argparse.Namespace, clf: Classifier, tag: str) -> tuple[Path, Path]:
-    """The classifier's output (``-o``, else ``<classifier>.<tag><suffix>`` here) and its JSON."""
-    out = args.output or Path(f"{clf.path.stem}.{tag}{clf.suffix}")
+def output_paths(
+    output: Path | None, clf: Classifier, tag: str, json_path: Path | None = None
+) -> tuple[Path, Path]:
+    """The classifier's output (``output``, else ``<classifier>.<tag><suffix>`` here) and
+    its JSON (``json_path``, else the output with ``.json``)."""
+    out = output or Path(f"{clf.path.stem}.{tag}{clf.suffix}")
     if out.suffix.lower() != clf.suffix.lower():
         raise InputError(
             f"-o/--output {out}: the classifier is written in its input's format; "
             f"use a {clf.suffix} name"
         )
-    return out, args.report or out.with_suffix(".json")
+    return out, json_path or out.with_suffix(".json")
 
 
 def left_out_note(clf: Classifier, out: Path) -> str | None:
