@@ -173,3 +173,81 @@ def test_save_classifier_writes_new_biases_beside_the_weights(tmp_path):
     save_classifier(clf, W, tmp_path / "zero.npy", b=np.zeros(4))  # zeros: nothing to store
     with pytest.raises(InputError, match="holds the weights only"):
         save_classifier(clf, W, tmp_path / "out.npy", b=b)
+
+
+COMPARE_FLAGS = [
+    "--methods", "tau_norm", "logit_adjust", "--alphanet-on", "plain", "--rhos", "1",
+    "--seeds", "1", "--epochs", "3", "--device", "cpu", "-q",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compared(problem):
+    _, d = problem
+    return af.compare(
+        (d.train_features, d.train_labels), d.W, d.b, val=(d.val_features, d.val_labels),
+        test=(d.test_features, d.test_labels), methods=("tau_norm", "logit_adjust"),
+        alphanet_on=("plain",), rhos=(1.0,), seeds=1, alphanet_options={"epochs": 3},
+        device="cpu",
+    )  # fmt: skip
+
+
+def test_compare_writes_the_recommended_row(problem, compared, tmp_path, capsys):
+    root, d = problem
+    bundle = root / "bundle.npz"
+    out = tmp_path / "best.npz"
+    code, stdout, err = run(capsys, "compare", bundle, bundle, "--val", bundle, "--test", bundle,
+                            *COMPARE_FLAGS, "-o", out)  # fmt: skip
+    assert code == 0, err
+    best = compared.best
+    clf = load_classifier(out)
+    assert clf.W.tobytes() == best.W.tobytes() and clf.b.tobytes() == best.b.tobytes()
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["command"] == "compare" and report["row"] == best.name == compared.recommended
+    assert report["method"] == best.method and report["shipped_recommended"] is True
+    assert report["settings"] == json.loads(json.dumps(best.settings))
+    assert report["test"] == json.loads(json.dumps(best.test.to_dict()))
+    assert "left out of" in stdout and f"wrote {out}" in stdout
+
+
+def test_compare_ships_a_named_row(problem, compared, tmp_path, capsys):
+    root, _ = problem
+    bundle = root / "bundle.npz"
+    for name in ("tau-norm", "plain + AlphaNet (rho=1)"):
+        out = tmp_path / "named.npz"
+        code, _, err = run(capsys, "compare", bundle, bundle, "--val", bundle, *COMPARE_FLAGS,
+                           "-o", out, "--ship", name)  # fmt: skip
+        assert code == 0, err
+        run_ = compared.run(name)
+        clf = load_classifier(out)
+        assert clf.W.tobytes() == run_.W.tobytes() and clf.b.tobytes() == run_.b.tobytes()
+        report = json.loads(out.with_suffix(".json").read_text())
+        assert report["row"] == name and report["method"] == run_.method
+
+
+def test_compare_output_refusals_come_before_the_run(problem, tmp_path, capsys):
+    root, _ = problem
+    bundle = root / "bundle.npz"
+    base = ["compare", bundle, bundle, "--val", bundle, *COMPARE_FLAGS]
+    for extra, needle in [
+        (["-o", bundle], "-o/--output"),
+        (["--ship", "tau-norm"], "--ship: give -o PATH"),
+        (["-o", tmp_path / "x.npz", "--ship", "SVM"], "--ship: no row 'SVM'"),
+        (["-o", tmp_path / "x.npz", "--report", tmp_path / "x.json"], "are both"),
+    ]:
+        code, stdout, err = run(capsys, *base, *extra)
+        assert code == 1 and needle in err, err
+        assert "accuracy per split" not in stdout  # nothing ran
+    assert not list(tmp_path.iterdir())
+
+
+def test_compare_flag_defaults_are_compare_defaults():
+    import inspect
+
+    parsed = cli.build_parser().parse_args(["compare", "t.npz", "c.npz"])
+    params = inspect.signature(af.compare).parameters
+    assert tuple(parsed.methods) == tuple(params["methods"].default)
+    assert tuple(parsed.alphanet_on) == tuple(params["alphanet_on"].default)
+    assert tuple(parsed.rhos) == tuple(params["rhos"].default)
+    assert parsed.seeds == params["seeds"].default
+    assert parsed.criterion == params["criterion"].default

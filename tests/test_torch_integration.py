@@ -481,3 +481,65 @@ def test_torch_argument_errors_carry_the_argument():
             call()
         assert info.value.argument == argument
         assert isinstance(info.value, kind)
+
+
+COMPARE_KW = {
+    "methods": ("tau_norm", "logit_adjust", "ncm"),
+    "alphanet_on": ("plain",),
+    "rhos": (1.0,),
+    "seeds": 1,
+    "alphanet_options": {"epochs": 3},
+    "progress": False,
+}
+
+
+def _loaders():
+    train = DataLoader(TensorDataset(*long_tail(image=True)), batch_size=64)
+    val = DataLoader(TensorDataset(*long_tail(seed=1, image=True)), batch_size=64)
+    test = DataLoader(TensorDataset(*long_tail(seed=2, image=True)), batch_size=64)
+    return train, val, test
+
+
+def test_compare_model_ships_the_recommended_row_in_a_copy():
+    torch.manual_seed(8)
+    model = TinyCNN()
+    train, val, test = _loaders()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fixed, report = aft.compare_model(model, train, val, test, **COMPARE_KW)
+    assert fixed is not model
+    for k, v in model.state_dict().items():  # the original is untouched
+        assert torch.equal(v, before[k])
+    best = report.best
+    assert best.name == report.recommended
+    assert fixed.fc.weight.detach().numpy().tobytes() == best.W.tobytes()
+    assert fixed.fc.bias.detach().numpy().tobytes() == best.b.tobytes()
+    # The shipped model's own test figures are the recommended run's, exactly.
+    assert aft.evaluate_model(fixed, test, splits=report).to_dict() == best.test.to_dict()
+    # Another row, in place: the same parameter objects.
+    weight = model.fc.weight
+    same, again = aft.compare_model(model, train, val, inplace=True, ship="tau-norm",
+                                    **COMPARE_KW)  # fmt: skip
+    assert same is model and model.fc.weight is weight
+    assert model.fc.weight.detach().numpy().tobytes() == again.run("tau-norm").W.tobytes()
+    with pytest.raises(af.ArgumentError) as info:
+        aft.compare_model(model, train, val, ship="SVM", **COMPARE_KW)
+    assert info.value.argument == "ship" and "tau-norm" in str(info.value)
+
+
+def test_compare_model_puts_a_cl2n_transform_before_the_head():
+    torch.manual_seed(9)
+    model = TinyCNN()
+    train, val, test = _loaders()
+    kw = {**COMPARE_KW, "options": {"ncm": {"metric": "euclidean", "cl2n": True}}}
+    fixed, report = aft.compare_model(model, train, val, test, ship="NCM", **kw)
+    ncm = report.run("NCM")
+    assert ncm.transform is not None
+    assert isinstance(fixed.fc, nn.Sequential) and isinstance(fixed.fc[0], aft.CL2N)
+    assert fixed.fc[1].weight.detach().numpy().tobytes() == ncm.W.tobytes()
+    feats = aft.extract(model, test)
+    fixed.eval()
+    with torch.no_grad():
+        logits = fixed(torch.cat([x for x, _ in test])).numpy()
+    expected = ncm.transform(feats.features) @ ncm.W.T + ncm.b
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    assert aft.find_head(fixed) is fixed.fc[1]
