@@ -49,6 +49,10 @@ class Method:
         The settings it can choose on validation (``("tau",)``), empty if none.
     help : str
         One line for the command line and the docs.
+    rescales : bool
+        Its classifier is the given one with each row scaled and the biases
+        changed (tau-norm, logit adjustment, LWS): :func:`~alphanet_fast.compare`
+        derives its scores from the given classifier's instead of a new product.
     compare_options : mapping
         Options :func:`~alphanet_fast.compare` passes unless the user's
         ``options`` say otherwise; ``draws_per_class`` there becomes
@@ -62,6 +66,7 @@ class Method:
     needs_val: bool
     tunes: tuple[str, ...]
     help: str
+    rescales: bool = False
     compare_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def compare_defaults(self, n_rows: int, n_classes: int) -> dict[str, Any]:
@@ -124,6 +129,7 @@ _RECORDS = (
         seeded=False,
         needs_val=True,
         tunes=("tau",),
+        rescales=True,
         help="tau-normalisation: w_c / ||w_c||^tau, tau given or chosen on validation",
     ),
     Method(
@@ -133,6 +139,7 @@ _RECORDS = (
         seeded=False,
         needs_val=True,
         tunes=("tau",),
+        rescales=True,
         help="logit adjustment: b_c - tau log(pi_c), tau given or chosen on validation",
     ),
     Method(
@@ -142,6 +149,7 @@ _RECORDS = (
         seeded=True,
         needs_val=False,
         tunes=(),
+        rescales=True,
         help="learnable weight scaling: one scale per class, class-balanced (torch)",
         compare_options=MappingProxyType({"epochs": 2, "draws_per_class": 32}),
     ),
