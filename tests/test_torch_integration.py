@@ -358,6 +358,7 @@ def test_docstring_examples():
         "alphanet_fast.torch.heads",
         "alphanet_fast.torch.features",
         "alphanet_fast.torch.models",
+        "alphanet_fast.torch.shipping",
     )
     for module in (aft, *(sys.modules[n] for n in names), sys.modules["alphanet_fast.typing"]):
         flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
