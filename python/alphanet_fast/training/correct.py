@@ -455,13 +455,16 @@ def correct(
         raise fail("labels", "no training sample belongs to a few class; nothing to train on")
     run = _Run(x, y, W_arr, bias, splits, settings, dev, watch, budgets)
     best_alphas, best_epoch, history = _train(run, nb, val=val, rng=sample_rng, show=show)
-    checked = None
-    if val is not None:  # the cheap baselines on the same validation set, for comparison
-        with watch.stage("val_baselines"):
-            checked = val_baselines(W_arr, bias, counts, val, splits)
+    checked = None if val is None else _checked_baselines(run, counts, val)
     result = _combined(run, nb, best_alphas, counts, best_epoch, history, config, t_start)
     result.val_baselines = checked
     return result
+
+
+def _checked_baselines(run: _Run, counts: np.ndarray, val: Any) -> Any:
+    """The cheap baselines on the validation set (after training: AlphaNet never reads them)."""
+    with run.watch.stage("val_baselines"):
+        return val_baselines(run.W, run.bias, counts, val, run.splits)
 
 
 def _combined(
