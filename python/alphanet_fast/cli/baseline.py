@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,11 +31,16 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "baseline",
         help="apply one post-hoc baseline (ncm, tau_norm, ...) and write its classifier",
-        description="Apply one post-hoc baseline to the classifier on the training features "
-        "and write the classifier it gives in the input's format, with a JSON beside it "
-        "(method, settings, accuracies). A tau not given is chosen on --val. Prints the "
-        "table of the given classifier and the baseline on the test set (else the "
-        "validation set, else the training set).\n\nmethods:\n" + _method_lines(),
+        description=textwrap.fill(
+            "Apply one post-hoc baseline to the classifier on the training features "
+            "and write the classifier it gives in the input's format, with a JSON beside it "
+            "(method, settings, accuracies). A tau not given is chosen on --val. Prints the "
+            "table of the given classifier and the baseline on the test set (else the "
+            "validation set, else the training set).",
+            78,
+        )
+        + "\n\nmethods:\n"
+        + _method_lines(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("method", choices=tuple(METHODS), metavar="METHOD",
