@@ -104,3 +104,12 @@ def test_older_files_load_without_figures_and_bad_ones_are_named(tmp_path, resul
     _rewrite(path, lambda meta: meta.update(val_baselines=[1]))
     with pytest.raises(ValueError, match="meta.val_baselines: expected a JSON object"):
         af.load_result(path)
+
+
+def test_skipping_leaves_the_figures_out(data):
+    from alphanet_fast.baselines.self_check import skipping
+
+    val = (data.val_features, data.val_labels)
+    with skipping():
+        res = af.correct(data.train_features, data.train_labels, data.W, data.b, val=val, **KW)
+    assert res.val_baselines is None and "val_baselines" in res.timings

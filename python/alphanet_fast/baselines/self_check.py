@@ -12,6 +12,9 @@ about one scoring pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -23,10 +26,26 @@ from alphanet_fast.baselines.closed_form import (
     tau_norm_candidates,
 )
 
-__all__ = ["CHECKED", "val_baselines"]
+__all__ = ["CHECKED", "skipping", "val_baselines"]
 
 #: The baselines scored, in the order they are reported.
 CHECKED = ("tau_norm", "logit_adjust")
+
+_SKIP: ContextVar[bool] = ContextVar("alphanet_fast_skip_val_baselines", default=False)
+
+
+@contextmanager
+def skipping() -> Iterator[None]:
+    """Within the block (this thread or task only), :func:`val_baselines` returns None.
+
+    For callers that score the baselines themselves: :func:`alphanet_fast.compare`
+    runs them as rows of its own, so its AlphaNet runs skip the check.
+    """
+    token = _SKIP.set(True)
+    try:
+        yield
+    finally:
+        _SKIP.reset(token)
 
 
 def _split_figures(hits: np.ndarray, vy: np.ndarray, splits: Any) -> dict[str, float]:
@@ -71,10 +90,11 @@ def val_baselines(
         "overall": ...}, "logit_adjust": {...}}``: the tau chosen (best overall
         validation top-1, the earliest candidate on ties) and its validation
         top-1 per split (NaN for a split without validation rows). None when
-        the validation rows are not in this process (a Dask source).
+        the validation rows are not in this process (a Dask source), or
+        within :func:`skipping`.
     """
     vx, vy = val
-    if not isinstance(vx, np.ndarray):
+    if not isinstance(vx, np.ndarray) or _SKIP.get():
         return None
     values = np.asarray(taus, dtype=np.float64)
     groups = {"tau_norm": tau_norm_candidates(W, b, values)}
