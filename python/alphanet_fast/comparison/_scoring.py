@@ -189,10 +189,11 @@ def _decide(
     return hits, unsure
 
 
-def _kernel_rows(
+def kernel_rows(
     x: np.ndarray, rows: np.ndarray, run: Derived, k: int, counts: dict[str, int]
-) -> np.ndarray:
-    """The kernel's top-k of ``rows`` of ``x`` under ``run``, bitwise as one call on all of ``x``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's top-k (classes, scores) of ``rows`` of ``x`` under ``run``, bitwise
+    as one call on all of ``x``.
 
     Each row is placed at its own position in a block as long as the kernel's
     block that holds it (zeros elsewhere); rows at different positions share a
@@ -200,6 +201,7 @@ def _kernel_rows(
     """
     n = x.shape[0]
     out = np.empty((rows.size, k), dtype=np.int64)
+    scores = np.empty((rows.size, k), dtype=x.dtype)
     starts = rows // _BLOCK * _BLOCK
     lengths = np.minimum(_BLOCK, n - starts)
     pos = rows - starts
@@ -213,10 +215,11 @@ def _kernel_rows(
             mine = order[slot == j]
             block = np.zeros((int(length), x.shape[1]), dtype=x.dtype)
             block[pos[mine]] = x[rows[mine]]
-            top, _ = _core.topk_scores(block, run.W, run.b, k)
+            top, val = _core.topk_scores(block, run.W, run.b, k)
             counts["kernel_rows"] += int(length)
             out[mine] = top[pos[mine]]
-    return out
+            scores[mine] = val[pos[mine]]
+    return out, scores
 
 
 def score_split(
@@ -270,7 +273,7 @@ def score_split(
     for i, run in enumerate(runs):
         again = np.flatnonzero(unsure[i])
         if again.size:
-            top = _kernel_rows(features[run.family], again, run, max(ks), counts)
+            top, _ = kernel_rows(features[run.family], again, run, max(ks), counts)
             counts["rescored"] += again.size
             for k in ks:
                 hits[i][k][again] = (top[:, :k] == y[again, None]).any(axis=1)
