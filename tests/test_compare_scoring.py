@@ -48,6 +48,8 @@ def _runs(W, b, rng):
     rnd_coef = coef * rng.uniform(0.9, 1.1, coef.shape)
     mapped_rnd = W.astype(np.float64).copy()
     mapped_rnd[few] = np.einsum("fm,fmd->fd", rnd_coef, W.astype(np.float64)[idx])
+    scaled = W.astype(np.float64) * f[:, None]  # AlphaNet on a rescaled base
+    scaled[few] = np.einsum("fm,fmd->fd", coef * f[idx], W.astype(np.float64)[idx])
     dt = W.dtype
     return [
         ("plain", W, b, None, None),
@@ -56,7 +58,7 @@ def _runs(W, b, rng):
         ("scale (tau-norm)", (W * f[:, None]).astype(dt), (b * f).astype(dt), f, None),
         ("few rows combined (AlphaNet)", mapped.astype(dt), b, None, (few, idx, coef)),
         ("random combination", mapped_rnd.astype(dt), b, None, (few, idx, rnd_coef)),
-        ("scaled base, combined", (mapped * f[:, None]).astype(dt), b, f, (few, idx, coef * f[idx])),
+        ("scaled base, combined", scaled.astype(dt), b, f, (few, idx, coef * f[idx])),
         ("wrongly described", (W * f[:, None]).astype(dt), b, None, None),
         ("unrelated", rng.standard_normal(W.shape).astype(dt), b, None, None),
     ]
