@@ -172,14 +172,18 @@ def _evaluate(
     """Every run's reports on val and test, each family's product computed once per split."""
     fits = [f for r in rows for f in r.fits]
     reports: dict[str, list[Any]] = {"val": [], "test": [None] * len(fits)}
+    derived: dict[np.dtype, tuple[list[Family], list[Any]]] = {}
     for name in ("val", "test"):
         pair = getattr(sets, name)
         if pair is None:
             continue
         x, y = pair
-        fams = [Family(np.ascontiguousarray(W, dtype=x.dtype)) for W, _ in families]
+        if x.dtype not in derived:  # the maps and bounds depend on the dtype scored in
+            fams = [Family(np.ascontiguousarray(W, dtype=x.dtype)) for W, _ in families]
+            runs = [derive(f.family, fams[f.family], f.W, f.b, f.scale, f.combos) for f in fits]
+            derived[x.dtype] = (fams, runs)
+        fams, runs = derived[x.dtype]
         features = [x if tr is None else tr(x) for _, tr in families]
-        runs = [derive(f.family, fams[f.family], f.W, f.b, f.scale, f.combos) for f in fits]
         counts: dict[str, int] = {}
         hits = score_split(features, y, fams, runs, sets.ks, counts)
         for key, v in counts.items():
