@@ -168,19 +168,28 @@ def _alphanet_rows(
     return out
 
 
-def _evaluate(sets: _Sets, rows: list[_Row], families: list) -> list[ComparisonRow]:
+def _evaluate(
+    sets: _Sets, rows: list[_Row], families: list, stats: dict[str, int]
+) -> list[ComparisonRow]:
     """Every run's reports on val and test, each family's product computed once per split."""
     fits = [f for r in rows for f in r.fits]
     reports: dict[str, list[Any]] = {"val": [], "test": [None] * len(fits)}
+    derived: dict[np.dtype, tuple[list[Family], list[Any]]] = {}
     for name in ("val", "test"):
         pair = getattr(sets, name)
         if pair is None:
             continue
         x, y = pair
-        fams = [Family(np.ascontiguousarray(W, dtype=x.dtype)) for W, _ in families]
+        if x.dtype not in derived:  # the maps and bounds depend on the dtype scored in
+            fams = [Family(np.ascontiguousarray(W, dtype=x.dtype)) for W, _ in families]
+            runs = [derive(f.family, fams[f.family], f.W, f.b, f.scale, f.combos) for f in fits]
+            derived[x.dtype] = (fams, runs)
+        fams, runs = derived[x.dtype]
         features = [x if tr is None else tr(x) for _, tr in families]
-        runs = [derive(f.family, fams[f.family], f.W, f.b, f.scale, f.combos) for f in fits]
-        hits = score_split(features, y, fams, runs, sets.ks)
+        counts: dict[str, int] = {}
+        hits = score_split(features, y, fams, runs, sets.ks, counts)
+        for key, v in counts.items():
+            stats[key] = stats.get(key, 0) + v
         reports[name] = [hits_report(h, y, sets.split_of, sets.ks) for h in hits]
     out, i = [], 0
     for r in rows:
@@ -295,6 +304,7 @@ def compare(
     an_opts = {"progress": False, "device": device, **_checks.alphanet_options(alphanet_options)}
     seed_list = [_checks.seed(seed) + i for i in range(n_seeds)]
     sets = _Sets(train, W, b, val, test, an_opts)
+    checked = time.perf_counter()
 
     families: list[tuple[np.ndarray, Any]] = [(sets.W, None)]
     rows = {"plain": _Row(PLAIN_LABEL, "plain", None, None, [_Fit(sets.W, sets.b, None, {}, 0)])}
@@ -312,8 +322,18 @@ def compare(
                 value=name,
             )
     plan = list(rows.values()) + _alphanet_rows(sets, rows, alphanet_on, rhos, seed_list, an_opts)
-    table = _evaluate(sets, plan, families)
+    scoring = time.perf_counter()
+    stats: dict[str, int] = {}
+    table = _evaluate(sets, plan, families, stats)
     best = max(table, key=lambda r: r.score(crit))  # max keeps the first of equal scores
+    end = time.perf_counter()
+    timings = {
+        "checks": checked - t0,
+        "runs": sum(r.seconds for r in plan),
+        "scoring": end - scoring,
+        "rows_scored": stats.get("rows", 0),
+        "rows_scored_again": stats.get("rescored", 0),
+    }
     return ComparisonReport(
-        table, crit, best.name, seed_list, time.perf_counter() - t0, splits=sets.splits
+        table, crit, best.name, seed_list, end - t0, splits=sets.splits, timings=timings
     )

@@ -55,10 +55,12 @@ class Family:
     """
 
     W: np.ndarray
+    W64: np.ndarray = field(init=False, repr=False)
     norms: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "norms", np.linalg.norm(self.W.astype(np.float64), axis=1))
+        object.__setattr__(self, "W64", self.W.astype(np.float64))
+        object.__setattr__(self, "norms", np.linalg.norm(self.W64, axis=1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +117,7 @@ def derive(
     n_classes, d = Wr.shape
     s = np.ones(n_classes) if scale is None else np.asarray(scale, dtype=np.float64)
     s = s.astype(dt).astype(np.float64)  # the factors as they are applied
-    F64 = family.W.astype(np.float64)
+    F64 = family.W64
     mapped = F64 * s[:, None]
     G = np.abs(s) * family.norms
     terms = np.ones(n_classes, dtype=np.int64)
@@ -144,6 +146,16 @@ def derive(
         few=few, idx=idx, coef=coef,
         alpha=1.01 * float(alpha.max()), beta=1.01 * float(beta.max()) + 1e-30,
     )  # fmt: skip
+
+
+def _norms(xb: np.ndarray) -> np.ndarray:
+    """Upper bounds of the rows' L2 norms (float64), from one pass in their own dtype.
+
+    A sum of ``d`` squares in any order is within ``gamma_d`` of its value, so
+    ``sqrt(s / (1 - gamma_d))`` bounds the norm from above.
+    """
+    sq = np.einsum("ij,ij->i", xb, xb).astype(np.float64)
+    return np.sqrt(sq / (1 - _gamma(xb.shape[1] + 1, xb.dtype))) * (1 + 1e-12)
 
 
 def _mapped(P: np.ndarray, run: Derived, out: np.ndarray) -> np.ndarray:
@@ -189,17 +201,21 @@ def _decide(
     return hits, unsure
 
 
-def _kernel_rows(
+def kernel_rows(
     x: np.ndarray, rows: np.ndarray, run: Derived, k: int, counts: dict[str, int]
-) -> np.ndarray:
-    """The kernel's top-k of ``rows`` of ``x`` under ``run``, bitwise as one call on all of ``x``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's top-k (classes, scores) of ``rows`` of ``x`` under ``run``, bitwise
+    as one call on all of ``x``.
 
     Each row is placed at its own position in a block as long as the kernel's
     block that holds it (zeros elsewhere); rows at different positions share a
-    block, so the kernel scores about ``max rows per position`` blocks.
+    block, so the kernel scores about ``max rows per position`` blocks. Full
+    blocks are stacked into one call (each starts at a multiple of the block
+    size, so it is scored as on its own); a short last block is its call's end.
     """
     n = x.shape[0]
     out = np.empty((rows.size, k), dtype=np.int64)
+    scores = np.empty((rows.size, k), dtype=x.dtype)
     starts = rows // _BLOCK * _BLOCK
     lengths = np.minimum(_BLOCK, n - starts)
     pos = rows - starts
@@ -209,14 +225,20 @@ def _kernel_rows(
         order = sel[np.argsort(pos[sel], kind="stable")]
         p = pos[order]
         slot = np.arange(order.size) - np.searchsorted(p, p, side="left")
-        for j in range(int(slot.max()) + 1):
-            mine = order[slot == j]
-            block = np.zeros((int(length), x.shape[1]), dtype=x.dtype)
-            block[pos[mine]] = x[rows[mine]]
-            top, _ = _core.topk_scores(block, run.W, run.b, k)
-            counts["kernel_rows"] += int(length)
-            out[mine] = top[pos[mine]]
-    return out
+        n_blocks = int(slot.max()) + 1
+        # Consecutive blocks per call: all in one when full, one per call when short.
+        calls = [(0, n_blocks)] if length == _BLOCK else [(j, j + 1) for j in range(n_blocks)]
+        for first, last in calls:
+            keep = (slot >= first) & (slot < last)
+            mine = order[keep]
+            place = (slot[keep] - first) * int(length) + pos[mine]
+            stack = np.zeros(((last - first) * int(length), x.shape[1]), dtype=x.dtype)
+            stack[place] = x[rows[mine]]
+            top, val = _core.topk_scores(stack, run.W, run.b, k)
+            counts["kernel_rows"] += stack.shape[0]
+            out[mine] = top[place]
+            scores[mine] = val[place]
+    return out, scores
 
 
 def score_split(
@@ -252,25 +274,29 @@ def score_split(
     for start in range(0, n, BLOCK_ROWS):
         end = min(start + BLOCK_ROWS, n)
         yb = y[start:end]
+        norms: dict[int, np.ndarray] = {}  # by features object: most families share x
         for f, fam in enumerate(families):
             if not by_family[f]:
                 continue
             xb = np.asarray(features[f][start:end])
             P = xb @ fam.W.T
-            norms = np.linalg.norm(xb.astype(np.float64), axis=1)
+            if id(features[f]) not in norms:
+                norms[id(features[f])] = _norms(xb)
             A = np.empty_like(P)
             for i in by_family[f]:
                 run = runs[i]
-                got, doubt = _decide(_mapped(P, run, A), yb, run.alpha * norms + run.beta, ks)
+                bound = run.alpha * norms[id(features[f])] + run.beta
+                got, doubt = _decide(_mapped(P, run, A), yb, bound, ks)
                 for k in ks:
                     hits[i][k][start:end] = got[k]
                 unsure[i][start:end] = doubt
-            release_rows(features[f], start, end)
+        for feats in {id(f): f for f in features}.values():
+            release_rows(feats, start, end)
     counts = {"rows": n * len(runs), "rescored": 0, "kernel_rows": 0}
     for i, run in enumerate(runs):
         again = np.flatnonzero(unsure[i])
         if again.size:
-            top = _kernel_rows(features[run.family], again, run, max(ks), counts)
+            top, _ = kernel_rows(features[run.family], again, run, max(ks), counts)
             counts["rescored"] += again.size
             for k in ks:
                 hits[i][k][again] = (top[:, :k] == y[again, None]).any(axis=1)

@@ -158,6 +158,12 @@ class ComparisonReport:
     splits : Splits or None
         The few/medium/many classes of the reports (from the training counts),
         e.g. for ``af.evaluate(x, y, best.W, best.b, splits=report.splits)``.
+    timings : dict
+        Where the time went: ``checks`` (of the arguments), ``runs`` (the rows'
+        own runs, the sum of their ``seconds``) and ``scoring`` (every run on
+        val and test) in seconds; ``rows_scored`` (rows x runs, both sets) and
+        ``rows_scored_again`` (of them, those whose top-k was in doubt under the
+        shared products and came from the kernel on the run's own classifier).
     """
 
     rows: list[ComparisonRow]
@@ -166,6 +172,7 @@ class ComparisonReport:
     seeds: list[int]
     seconds: float
     splits: Splits | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
     def row(self, name: str) -> ComparisonRow:
         """The row called ``name``.
@@ -287,6 +294,7 @@ class ComparisonReport:
             "recommended": self.recommended,
             "seeds": list(self.seeds),
             "seconds": self.seconds,
+            "timings": dict(self.timings),
             "rows": [
                 {
                     "name": r.name,
