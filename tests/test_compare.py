@@ -264,6 +264,10 @@ def test_best_is_the_recommended_run_to_ship(data, every_row):
         assert run.base == r.base and run.rho == r.rho
         assert run in r.runs and run.settings in r.settings
         assert run.W.dtype == data.W.dtype and run.b.dtype == data.W.dtype
+    payload = json.loads(json.dumps(best.to_dict()))
+    assert payload["name"] == best.name and payload["method"] == best.method
+    assert payload["settings"].keys() == best.settings.keys()
+    assert payload["test"] == best.test.to_dict() and payload["feature_transform"] is None
     tau = rep.run("tau-norm")
     assert tau.settings["tau"] == tau.settings["taus"][int(np.argmax(tau.settings["val_accuracy"]))]
     lws_an = rep.run("LWS + AlphaNet (rho=0.5)")

@@ -79,6 +79,8 @@ class Derived:
     few: np.ndarray
     idx: np.ndarray
     coef: np.ndarray
+    alphas: np.ndarray
+    betas: np.ndarray
     alpha: float
     beta: float
 
@@ -144,6 +146,7 @@ def derive(
         family=family_index, W=Wr, b=br,
         scale=None if scale is None else s.astype(dt),
         few=few, idx=idx, coef=coef,
+        alphas=1.01 * alpha, betas=1.01 * beta + 1e-30,
         alpha=1.01 * float(alpha.max()), beta=1.01 * float(beta.max()) + 1e-30,
     )  # fmt: skip
 
@@ -171,16 +174,20 @@ def _mapped(P: np.ndarray, run: Derived, out: np.ndarray) -> np.ndarray:
 
 
 def _decide(
-    A: np.ndarray, y: np.ndarray, bound: np.ndarray, ks: Sequence[int]
+    A: np.ndarray, y: np.ndarray, norms: np.ndarray, run: Derived, ks: Sequence[int]
 ) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """Per k, whether the label is in the kernel's top k, and the rows where that is unsure.
 
-    ``A`` (overwritten) holds scores within ``bound`` (per row) of the kernel's;
-    ties in the kernel go to the lower class, so a class within ``2 bound`` of the
-    label's score could rank either side of it.
+    ``A`` (overwritten) holds the run's scores of a block; the kernel's are within
+    ``E_c = alphas_c ||x|| + betas_c`` of them, and ties in the kernel go to the
+    lower class, so a class ``c`` ranks surely above the label ``y`` only when
+    ``A_c - E_c > A_y + E_y``, surely below when ``A_c + E_c < A_y - E_y``.
+    A first pass takes twice the largest ``E`` of the row for ``E_c + E_y``; the
+    rows it leaves unsure are decided again with each class's own bound.
     """
     rows = np.arange(A.shape[0])
     ay = A[rows, y].astype(np.float64)
+    bound = run.alpha * norms + run.beta
     dt = A.dtype
     hi = np.nextafter((ay + 2 * bound).astype(dt), np.inf)  # above it: surely above y
     lo = np.nextafter((ay - 2 * bound).astype(dt), -np.inf)  # below it: surely below y
@@ -198,7 +205,34 @@ def _decide(
             if k > 1:
                 hits[k][rest] = maybe < k
                 unsure[rest] |= (maybe >= k) & (above < k)
+    doubt = np.flatnonzero(unsure)
+    if doubt.size:
+        unsure[doubt] = _refine(A[doubt], ay[doubt], y[doubt], norms[doubt], run, ks, hits, doubt)
     return hits, unsure
+
+
+def _refine(
+    sub: np.ndarray,
+    ay: np.ndarray,
+    y: np.ndarray,
+    norms: np.ndarray,
+    run: Derived,
+    ks: Sequence[int],
+    hits: dict[int, np.ndarray],
+    at: np.ndarray,
+) -> np.ndarray:
+    """:func:`_decide` for a few rows with each class's own bound; fills ``hits[k][at]``
+    and returns which of the rows are still unsure (the label's column is -inf)."""
+    E = norms[:, None] * run.alphas + run.betas
+    ey = E[np.arange(y.shape[0]), y]
+    sub = sub.astype(np.float64)
+    above = np.count_nonzero(sub - E > (ay + ey)[:, None], axis=1)
+    maybe = np.count_nonzero(sub + E >= (ay - ey)[:, None], axis=1)
+    still = np.zeros(y.shape[0], dtype=bool)
+    for k in ks:
+        hits[k][at] = maybe < k
+        still |= (maybe >= k) & (above < k)
+    return still
 
 
 def kernel_rows(
@@ -285,8 +319,7 @@ def score_split(
             A = np.empty_like(P)
             for i in by_family[f]:
                 run = runs[i]
-                bound = run.alpha * norms[id(features[f])] + run.beta
-                got, doubt = _decide(_mapped(P, run, A), yb, bound, ks)
+                got, doubt = _decide(_mapped(P, run, A), yb, norms[id(features[f])], run, ks)
                 for k in ks:
                     hits[i][k][start:end] = got[k]
                 unsure[i][start:end] = doubt

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from alphanet_fast._errors import fail
-from alphanet_fast.baselines._common import FeatureTransform
+from alphanet_fast.baselines._common import FeatureTransform, _plain
 from alphanet_fast.evaluation import EvaluationReport, format_table
 from alphanet_fast.splits import Splits
 
@@ -85,6 +85,22 @@ class ComparisonRun:
     def score(self, criterion: Mapping[str, float]) -> float:
         """The criterion (weights of top-1 accuracy per split) on the validation set."""
         return criterion_value(self.val, criterion)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run without its arrays, JSON-ready: what it is, its settings, its figures.
+
+        ``feature_transform`` is ``"cl2n"`` when ``transform`` is set, else ``None``.
+        """
+        return {
+            "name": self.name,
+            "method": self.method,
+            "base": self.base,
+            "rho": self.rho,
+            "settings": _plain(self.settings),
+            "feature_transform": None if self.transform is None else "cl2n",
+            "val": self.val.to_dict(),
+            "test": None if self.test is None else self.test.to_dict(),
+        }
 
 
 @dataclass(eq=False)
