@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from alphanet_fast import baselines, cli
+from alphanet_fast.baselines.methods import METHODS
 from alphanet_fast.datasets import make_long_tail
 from alphanet_fast.files.classifiers import load_classifier, save_classifier
 from alphanet_fast.files.data_files import InputError, load_class_names
@@ -68,6 +69,7 @@ def test_baseline_writes_the_python_result(problem, tmp_path, capsys, method, su
     assert clf.b.tobytes() == fit.b.tobytes()
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["command"] == "baseline" and report["method"] == method
+    assert report["name"] == METHODS[method].label and report["feature_transform"] is None
     assert report["settings"] == json.loads(json.dumps(fit.to_dict()["settings"]))
     assert report["output"] == str(out) and report["left_out"] == []
     assert report["test"] is None and (report["val"] is None) == (method == "ncm")
@@ -203,7 +205,10 @@ def test_compare_writes_the_recommended_row(problem, compared, tmp_path, capsys)
     clf = load_classifier(out)
     assert clf.W.tobytes() == best.W.tobytes() and clf.b.tobytes() == best.b.tobytes()
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["command"] == "compare" and report["row"] == best.name == compared.recommended
+    assert report["command"] == "compare" and report["name"] == best.name == compared.recommended
+    assert {k: v for k, v in report.items() if k in best.to_dict()} == json.loads(
+        json.dumps(best.to_dict())
+    )
     assert report["method"] == best.method and report["shipped_recommended"] is True
     assert report["settings"] == json.loads(json.dumps(best.settings))
     assert report["test"] == json.loads(json.dumps(best.test.to_dict()))
@@ -222,7 +227,7 @@ def test_compare_ships_a_named_row(problem, compared, tmp_path, capsys):
         clf = load_classifier(out)
         assert clf.W.tobytes() == run_.W.tobytes() and clf.b.tobytes() == run_.b.tobytes()
         report = json.loads(out.with_suffix(".json").read_text())
-        assert report["row"] == name and report["method"] == run_.method
+        assert report["name"] == name and report["method"] == run_.method
 
 
 def test_compare_output_refusals_come_before_the_run(problem, tmp_path, capsys):

@@ -6,14 +6,18 @@ file beside it that says what it is. That JSON is one object:
 
 ``command``
     ``"baseline"`` or ``"compare"`` (after ``alphanet_fast``, the version).
+    The fields from ``method`` to ``test`` are those of
+    :meth:`alphanet_fast.comparison.ComparisonRun.to_dict`.
 ``method``
     ``"plain"``, a baseline's name (``"tau_norm"``) or ``"alphanet"``.
-``row``
+``name``
     The row's label (``"tau-norm"``, ``"LWS + AlphaNet (rho=1)"``).
 ``base``, ``rho``
     For AlphaNet: the classifier it corrected and its rho (else null).
 ``settings``
     What was used and chosen (``tau``, ``best_epoch``, ``seed``, ...).
+``feature_transform``
+    Null (a row of transformed features is not written).
 ``val``, ``test``
     Its evaluation reports (``EvaluationReport.to_dict()``), null when not run.
 ``inputs``, ``output``, ``left_out``
@@ -77,13 +81,17 @@ def left_out_note(clf: Classifier, out: Path) -> str | None:
 
 
 def row_fields(run: Any) -> dict[str, Any]:
-    """The JSON fields of a shipped row: method, row, base, rho, settings, val, test."""
+    """The JSON fields of a shipped run, as :meth:`ComparisonRun.to_dict` gives them:
+    name, method, base, rho, settings, feature_transform, val, test."""
+    if hasattr(run, "to_dict"):
+        return run.to_dict()
     return {
+        "name": run.name,
         "method": run.method,
-        "row": run.name,
         "base": run.base,
         "rho": run.rho,
         "settings": run.settings,
+        "feature_transform": None if run.transform is None else "cl2n",
         "val": None if run.val is None else run.val.to_dict(),
         "test": None if run.test is None else run.test.to_dict(),
     }
