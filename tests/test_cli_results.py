@@ -134,3 +134,29 @@ def test_evaluate_report_holds_the_figures_of_evaluate(problem, tmp_path, capsys
         assert reports[str(path)] == json.loads(json.dumps(direct.to_dict())), path
     # Not the same figures twice: the correction changed the few-split accuracy.
     assert reports[str(clf)]["accuracy"] != reports[str(out)]["accuracy"]
+
+
+def test_correct_names_a_cheap_baseline_that_beats_it_on_validation(
+    problem, tmp_path, capsys, monkeypatch
+):
+    root, d, expected = problem
+    clf, out, result = tmp_path / "head.npz", tmp_path / "fixed.npz", tmp_path / "result.npz"
+    write_classifier(clf, d.W, d.b)
+    run_correct(root, clf, out, result)
+    stdout = capsys.readouterr().out
+    saved = load_result(result)
+    assert saved.val_baselines == expected.val_baselines
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["val_baselines"] == json.loads(json.dumps(expected.val_baselines))
+    beaten = expected.beaten_by()
+    notes = [line for line in stdout.splitlines() if "beats AlphaNet" in line]
+    assert len(notes) == (beaten is not None)
+    # Whichever way this data falls, the line reads as follows when a baseline wins.
+    figures = {**expected.val_baselines["tau_norm"], "overall": 1.0}
+    monkeypatch.setattr(af.AlphaNetResult, "beaten_by", lambda self: ("tau_norm", figures))
+    run_correct(root, clf, tmp_path / "again.npz", tmp_path / "again_result.npz")
+    (note,) = [ln for ln in capsys.readouterr().out.splitlines() if "beats AlphaNet" in ln]
+    own = 100 * expected.val_top1()["overall"]
+    assert f"tau_norm (tau={figures['tau']:g}) beats AlphaNet" in note
+    assert f"100.0% against {own:.1f}%" in note
+    assert "alphanet-fast compare" in note and "alphanet-fast baseline tau_norm" in note

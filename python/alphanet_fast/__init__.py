@@ -26,11 +26,13 @@ from alphanet_fast.splits import Splits, splits_from_counts
 if TYPE_CHECKING:
     from alphanet_fast import baselines, datasets
     from alphanet_fast import torch as torch
-    from alphanet_fast.comparison import ComparisonReport, compare
+    from alphanet_fast.comparison import ComparisonReport, ComparisonRun, compare
     from alphanet_fast.training import correct
 
 # Provided on first use by __getattr__ (each imports torch).
-_LAZY = ("correct", "datasets", "torch", "baselines", "compare", "ComparisonReport")
+_LAZY = (
+    "correct", "datasets", "torch", "baselines", "compare", "ComparisonReport", "ComparisonRun",
+)  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
@@ -45,7 +47,7 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return importlib.import_module(f"alphanet_fast.{name}")
-    if name in ("compare", "ComparisonReport"):
+    if name in ("compare", "ComparisonReport", "ComparisonRun"):
         # The comparison imports torch only when it trains (LWS, cRT, AlphaNet).
         from alphanet_fast import comparison
 
@@ -65,6 +67,7 @@ __all__ = [
     "__version__",
     "AlphaNetResult",
     "ComparisonReport",
+    "ComparisonRun",
     "Splits",
     "baselines",
     "compare",

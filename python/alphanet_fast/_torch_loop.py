@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alphanet_fast._errors import fail
 from alphanet_fast.files._npy_stream import NpyWriter, labels_path_for
 
 
@@ -28,7 +29,9 @@ def target_device(model: nn.Module, device: Any) -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: expected 'auto' or a torch device, found {device!r}") from exc
+        raise fail(
+            "device", f"expected 'auto' or a torch device, found {device!r}", value=device
+        ) from exc
 
 
 def enter_eval(model: nn.Module, dev: torch.device) -> Callable[[], None]:
@@ -56,7 +59,9 @@ def autocast_context(autocast: Any, dev: torch.device) -> Any:
         return torch.autocast(device_type=dev.type)
     if isinstance(autocast, torch.dtype):
         return torch.autocast(device_type=dev.type, dtype=autocast)
-    raise TypeError(f"autocast: expected True, False or a torch.dtype, found {autocast!r}")
+    raise fail(
+        "autocast", f"expected True, False or a torch.dtype, found {autocast!r}", type_error=True
+    )
 
 
 def to_device(x: Any, dev: torch.device) -> Any:
@@ -84,16 +89,18 @@ def features_of(captured: list[Any], i: int) -> np.ndarray:
     """The one (batch, d) CPU tensor the head's hook kept for batch ``i``, as numpy."""
     if len(captured) != 1:
         what = "was not called" if not captured else f"was called {len(captured)} times"
-        raise ValueError(
-            f"head: the head {what} in the forward pass of batch {i}; "
-            "pass head= naming the layer applied once to each sample"
+        raise fail(
+            "head",
+            f"the head {what} in the forward pass of batch {i}; "
+            "pass head= naming the layer applied once to each sample",
         )
     x = captured[0]
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(
-            f"head: expected its input to be (batch, d), found {shape} in batch {i} "
-            "(a head applied per token or per pixel has no single feature row per sample)"
+        raise fail(
+            "head",
+            f"expected its input to be (batch, d), found {shape} in batch {i} "
+            "(a head applied per token or per pixel has no single feature row per sample)",
         )
     return x.numpy()
 
@@ -103,11 +110,15 @@ def labels_of(labels: Any, i: int) -> np.ndarray:
         labels = labels.detach().cpu().numpy()
     arr = np.asarray(labels)
     if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
-        raise TypeError(f"labels: expected integer class ids, found dtype {arr.dtype} in batch {i}")
+        raise fail(
+            "labels", f"expected integer class ids, found dtype {arr.dtype} in batch {i}",
+            type_error=True,
+        )  # fmt: skip
     if arr.ndim != 1:
-        raise ValueError(
-            f"labels: expected one label per sample, found shape {arr.shape} "
-            f"in batch {i} (one-hot or soft labels are not class ids)"
+        raise fail(
+            "labels",
+            f"expected one label per sample, found shape {arr.shape} "
+            f"in batch {i} (one-hot or soft labels are not class ids)",
         )
     return arr.astype(np.int64)
 
@@ -118,7 +129,7 @@ def progress_bar(loader: Any, progress: Any) -> Any:
     elif isinstance(progress, (bool, np.bool_)):
         show = bool(progress)
     else:
-        raise TypeError(f"progress: expected None, True or False, found {progress!r}")
+        raise fail("progress", f"expected None, True or False, found {progress!r}", type_error=True)
     if not show:
         return loader
     from tqdm import tqdm
@@ -138,7 +149,7 @@ class Sink:
         self.writers: tuple[NpyWriter, NpyWriter] | None = None
         if out is not None:
             if not isinstance(out, (str, os.PathLike)):
-                raise TypeError(f"out: expected a path, found {type(out).__name__}")
+                raise fail("out", f"expected a path, found {type(out).__name__}", type_error=True)
             path = Path(out)
             path = path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
             self.writers = (
@@ -148,9 +159,9 @@ class Sink:
 
     def add(self, features: np.ndarray, labels: np.ndarray, i: int) -> None:
         if labels.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"labels: {labels.shape[0]} labels for a batch of "
-                f"{features.shape[0]} samples (batch {i})"
+            raise fail(
+                "labels",
+                f"{labels.shape[0]} labels for a batch of {features.shape[0]} samples (batch {i})",
             )
         if self.writers is None:
             self.chunks.append(features)
@@ -162,7 +173,7 @@ class Sink:
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         if self.rows == 0:
-            raise ValueError("loader: yielded no samples")
+            raise fail("loader", "yielded no samples")
         if self.writers is None:
             return np.concatenate(self.chunks), np.concatenate(self.labels)
         feats, labels = self.writers
@@ -181,9 +192,10 @@ def finite_array(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: expected a numeric array, found dtype {arr.dtype}")
+        raise fail(name, f"expected a numeric array, found dtype {arr.dtype}", type_error=True)
     if arr.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape} (the head's), found {arr.shape}")
+        raise fail(name, f"expected shape {shape} (the head's), found {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: contains NaN or infinity")
+        bad = int(np.flatnonzero(~np.isfinite(arr).reshape(arr.shape[0], -1).all(axis=1))[0])
+        raise fail(name, f"contains NaN or infinity (row {bad})", row=bad)
     return np.ascontiguousarray(arr)

@@ -28,6 +28,7 @@ __all__ = [
     "plot_rho_sweep",
     "plot_split_accuracies",
     "plot_tradeoff",
+    "tradeoff_styles",
 ]
 
 _SPLIT_LABELS = {"few": "Few", "medium": "Medium", "many": "Many", "overall": "Overall"}
@@ -325,12 +326,68 @@ def plot_error_breakdown(
     return _save(fig, path)
 
 
+#: Markers of the rho values (in order of appearance) in :func:`plot_tradeoff`;
+#: points without a rho are circles.
+TRADEOFF_MARKERS = ("^", "s", "D", "v", "P", "X", "<", ">", "p", "h")
+
+
+def tradeoff_styles(
+    names: Sequence[str], style: Mapping[str, tuple[Any, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """How :func:`plot_tradeoff` draws each series: ``color``, ``marker``, ``linestyle``.
+
+    With ``style`` (name to ``(group, rho)``), the colour says the group (e.g. the
+    classifier AlphaNet corrected, shared with that classifier's own point) and
+    the marker the rho (a circle without one); past the tenth group or rho the
+    colours and markers go on as generated ones, so no two names are drawn
+    alike as long as their ``(group, rho)`` differ. Without ``style``, every
+    name gets its own colour and marker.
+
+    Parameters
+    ----------
+    names : sequence of str
+    style : mapping of str to (hashable, float or None), optional
+
+    Returns
+    -------
+    dict of str to dict
+    """
+    if style is None:
+        style = {n: (n, None) for n in names}
+    missing = [n for n in names if n not in style]
+    if missing:
+        raise fail("style", f"no (group, rho) for {missing[0]!r}", value=missing[0])
+    groups = list(dict.fromkeys(style[n][0] for n in names))
+    rhos = list(dict.fromkeys(style[n][1] for n in names if style[n][1] is not None))
+    out = {}
+    for n in names:
+        group, rho = style[n]
+        g = groups.index(group)
+        color = f"C{g}" if g < 10 else _generated_color(g)
+        if rho is None:
+            marker: Any = "o"
+        else:
+            i = rhos.index(rho)
+            # Beyond the list: stars with ever more points, each distinct.
+            marker = TRADEOFF_MARKERS[i] if i < len(TRADEOFF_MARKERS) else (i - 4, 1, 0)
+        out[n] = {"color": color, "marker": marker, "linestyle": "none"}
+    return out
+
+
+def _generated_color(i: int) -> tuple[float, float, float]:
+    # Golden-angle hues: far apart from each other and from the ten C0..C9.
+    import colorsys
+
+    return colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.75, 0.6 + 0.3 * (i % 2))
+
+
 def plot_tradeoff(
     points: Mapping[str, Sequence[EvaluationReport]],
     path: str | os.PathLike[str],
     *,
     k: int = 1,
     highlight: str | None = None,
+    style: Mapping[str, tuple[Any, Any]] | None = None,
     title: str | None = None,
     size: tuple[float, float] = (7.0, 5.0),
     dpi: int = 100,
@@ -339,7 +396,8 @@ def plot_tradeoff(
 
     The trade-off users choose on: up is better overall, right is better on the
     rare classes. Points are means over runs, with the standard deviation as
-    error bars when there are several runs.
+    error bars when there are several runs. No two series are drawn alike
+    (see :func:`tradeoff_styles`).
 
     Parameters
     ----------
@@ -350,7 +408,10 @@ def plot_tradeoff(
     k : int
         Which top-k accuracy.
     highlight : str, optional
-        A method drawn larger, in red (e.g. the recommended one).
+        A method drawn larger, ringed in black (e.g. the recommended one).
+    style : mapping of str to (group, rho), optional
+        Colour by group, marker by rho (e.g. a comparison's rows: the classifier
+        corrected and AlphaNet's rho). Default: a colour and marker per method.
     title : str, optional
     size : (width, height) in inches
     dpi : int
@@ -363,9 +424,10 @@ def plot_tradeoff(
         raise fail("points", "expected at least one report for every method")
     for name, reps in points.items():
         _check_reports(dict(enumerate(reps)), "points", f"entry {name!r}: ")
+    styles = tradeoff_styles(list(points), style)
     fig = _figure(size, dpi)
     ax = fig.subplots()
-    for i, (name, reps) in enumerate(points.items()):
+    for name, reps in points.items():
         few = np.array([r.accuracy[k]["few"] for r in reps]) * 100
         overall = np.array([r.accuracy[k]["overall"] for r in reps]) * 100
         marked = name == highlight
@@ -374,12 +436,12 @@ def plot_tradeoff(
             overall.mean(),
             xerr=_sample_std(few),
             yerr=_sample_std(overall),
-            marker="*" if marked else "o",
-            markersize=14 if marked else 7,
-            color="#c0392b" if marked else f"C{i % 10}",
+            markersize=13 if marked else 7,
+            markeredgecolor="black" if marked else styles[name]["color"],
+            markeredgewidth=2.0 if marked else 1.0,
             capsize=3,
-            linestyle="none",
             label=name + (" (recommended)" if marked else ""),
+            **styles[name],
         )
     ax.set_xlabel(f"few-split top-{k} accuracy (%)")
     ax.set_ylabel(f"overall top-{k} accuracy (%)")

@@ -54,6 +54,13 @@ class AlphaNetResult:
         Every hyperparameter of the run.
     timings : dict
         Seconds spent per stage of :func:`~alphanet_fast.correct`.
+    val_baselines : dict or None
+        With validation data: the cheap baselines scored on the same
+        validation set, ``{"tau_norm": {"tau": ..., "few": ..., "medium": ...,
+        "many": ..., "overall": ...}, "logit_adjust": {...}}`` (tau chosen on
+        validation; top-1 per split, NaN for a split without validation rows).
+        None without validation data (and in files saved before it existed).
+        :meth:`beaten_by` reads it.
     """
 
     W: np.ndarray
@@ -68,6 +75,7 @@ class AlphaNetResult:
     best_epoch: int = 0
     config: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    val_baselines: dict | None = None
 
     def apply(self, W: Any) -> np.ndarray:
         """Re-apply the learned alphas to a classifier with the same classes.
@@ -109,6 +117,42 @@ class AlphaNetResult:
         if self.few_classes.size == 0:
             return np.array(w, order="C", copy=True)
         return combine(w, self.few_classes, self.neighbors, self.alphas)
+
+    def val_top1(self) -> dict[str, float] | None:
+        """AlphaNet's validation top-1 per split at the kept epoch (None without validation)."""
+        if not self.history or self.best_epoch < 1:
+            return None
+        return self.history[self.best_epoch - 1].get("val_top1")
+
+    def beaten_by(self) -> tuple[str, dict[str, float]] | None:
+        """The cheap baseline with the best overall validation top-1, when it beats AlphaNet's.
+
+        Returns
+        -------
+        (name, figures) or None
+            ``name`` is a key of :attr:`val_baselines` (``"tau_norm"``,
+            ``"logit_adjust"``) and ``figures`` its entry; None when no
+            baseline scores higher than AlphaNet's kept epoch on overall
+            validation top-1, or without validation data.
+
+        Examples
+        --------
+        >>> res = AlphaNetResult(
+        ...     W=np.eye(2), b=np.zeros(2), alphas=np.ones((1, 2)), few_classes=np.array([0]),
+        ...     neighbors=np.array([[1]]), neighbor_distances=np.ones((1, 1)),
+        ...     splits=Splits(few=[0], medium=[1], many=[], n_classes=2), counts=np.array([3, 50]),
+        ...     history=[{"epoch": 1, "loss": 0.5, "val_top1": {"few": 0.2, "medium": 0.9,
+        ...              "many": float("nan"), "overall": 0.6}}], best_epoch=1,
+        ...     val_baselines={"tau_norm": {"tau": 1.0, "few": 0.5, "medium": 0.8,
+        ...                    "many": float("nan"), "overall": 0.65}})
+        >>> res.beaten_by()[0]
+        'tau_norm'
+        """
+        own = self.val_top1()
+        if own is None or not self.val_baselines:
+            return None
+        name, figures = max(self.val_baselines.items(), key=lambda kv: kv[1]["overall"])
+        return (name, figures) if figures["overall"] > own["overall"] else None
 
     def summary(self) -> str:
         """A few lines on what was corrected and how well it validated."""
@@ -189,6 +233,7 @@ class AlphaNetResult:
             "best_epoch": int(self.best_epoch),
             "config": self.config,
             "timings": self.timings,
+            "val_baselines": self.val_baselines,
         }
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
         arrays["meta"] = np.array(json.dumps(meta, default=json_default))
@@ -364,4 +409,18 @@ def load_result(path: str | os.PathLike) -> AlphaNetResult:
         best_epoch=best_epoch,
         config=meta["config"],
         timings=meta.get("timings", {}),
+        val_baselines=_check_val_baselines(p, meta.get("val_baselines")),
     )
+
+
+def _check_val_baselines(path: str, value: Any) -> dict | None:
+    """``meta.val_baselines``: absent (older files) or name -> tau and top-1 per split."""
+    if value is None:
+        return None
+    keys = ("tau", *SPLIT_NAMES, "overall")
+    if not isinstance(value, dict):
+        raise _bad(path, "meta.val_baselines", "expected a JSON object")
+    for name, figures in value.items():
+        if not (isinstance(figures, dict) and all(_is_number(figures.get(k)) for k in keys)):
+            raise _bad(path, f"meta.val_baselines.{name}", f"expected numbers {', '.join(keys)}")
+    return value

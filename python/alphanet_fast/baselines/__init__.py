@@ -12,6 +12,10 @@ and :func:`alphanet_fast.correct` apply to it unchanged:
 * :func:`lws`: one learned scale per class, class-balanced (needs torch).
 * :func:`crt`: a new linear layer, class-balanced (needs torch).
 
+:data:`METHODS` holds one :class:`Method` record per method (its label,
+function, whether it is seeded or chooses settings on validation, its help
+line and the options :func:`alphanet_fast.compare` gives it).
+
 Nothing here reads a test set: every choice is made on ``val``.
 """
 
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from alphanet_fast.baselines._common import BaselineResult, FeatureTransform
 from alphanet_fast.baselines.closed_form import DEFAULT_TAUS, logit_adjust, ncm, tau_norm
+from alphanet_fast.baselines.methods import METHODS, Method
 
 if TYPE_CHECKING:
     from alphanet_fast.baselines.trained import crt, lws
@@ -27,6 +32,8 @@ __all__ = [
     "DEFAULT_TAUS",
     "BaselineResult",
     "FeatureTransform",
+    "METHODS",
+    "Method",
     "crt",
     "logit_adjust",
     "lws",

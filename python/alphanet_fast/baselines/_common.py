@@ -203,17 +203,49 @@ def candidate_accuracies(
     -------
     ndarray of float64, shape (J,)
     """
-    hits = np.zeros(shifts.shape[0], dtype=np.int64)
-    scales = None if scales is None else scales.astype(W.dtype)
-    shifts = shifts.astype(W.dtype)
+    return candidate_hits(vx, vy, W, scales, shifts).sum(axis=1) / vy.shape[0]
+
+
+def candidate_hits(
+    vx: np.ndarray,
+    vy: np.ndarray,
+    W: np.ndarray,
+    scales: np.ndarray | None,
+    shifts: np.ndarray,
+) -> np.ndarray:
+    """Per class, the rows of ``(vx, vy)`` whose top-1 class is right, for every candidate.
+
+    As :func:`candidate_accuracies` (the same scores, computed once), but the
+    hits are counted per true class: ``(J, C)`` int64, so that split
+    accuracies follow by summing columns.
+    """
+    return candidate_group_hits(vx, vy, W, [(scales, shifts)])[0]
+
+
+def candidate_group_hits(
+    vx: np.ndarray,
+    vy: np.ndarray,
+    W: np.ndarray,
+    groups: Sequence[tuple[np.ndarray | None, np.ndarray]],
+) -> list[np.ndarray]:
+    """:func:`candidate_hits` of several groups of candidates from one scoring pass.
+
+    ``groups`` are ``(scales, shifts)`` pairs as :func:`candidate_accuracies`
+    takes them (one method's candidates each); every candidate is scored
+    exactly as it would be alone. Returns one ``(J, C)`` array per group.
+    """
+    n_classes = W.shape[0]
+    cast = [(None if sc is None else sc.astype(W.dtype), sh.astype(W.dtype)) for sc, sh in groups]
+    hits = [np.zeros((sh.shape[0], n_classes), dtype=np.int64) for _, sh in cast]
     for start, end, S in score_blocks(vx, W):
         buf = np.empty_like(S)
         yb = vy[start:end]
-        for j in range(shifts.shape[0]):
-            if scales is None:
-                np.add(S, shifts[j], out=buf)
-            else:
-                np.multiply(S, scales[j], out=buf)
-                buf += shifts[j]
-            hits[j] += int(np.count_nonzero(buf.argmax(axis=1) == yb))
-    return hits / vy.shape[0]
+        for (scales, shifts), out in zip(cast, hits):
+            for j in range(shifts.shape[0]):
+                if scales is None:
+                    np.add(S, shifts[j], out=buf)
+                else:
+                    np.multiply(S, scales[j], out=buf)
+                    buf += shifts[j]
+                out[j] += np.bincount(yb[buf.argmax(axis=1) == yb], minlength=n_classes)
+    return hits

@@ -22,7 +22,14 @@ from alphanet_fast.baselines._common import (
 from alphanet_fast.kernels import class_means, class_sums
 from alphanet_fast.settings import DISTANCES
 
-__all__ = ["DEFAULT_TAUS", "logit_adjust", "ncm", "tau_norm"]
+__all__ = [
+    "DEFAULT_TAUS",
+    "logit_adjust",
+    "logit_adjust_candidates",
+    "ncm",
+    "tau_norm",
+    "tau_norm_candidates",
+]
 
 #: The candidate taus searched on validation by default: 0, 0.1, ..., 2.0 (21 values).
 DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(21))
@@ -175,6 +182,31 @@ def _choose(
     return float(values[best]), chosen
 
 
+def tau_norm_candidates(
+    W: np.ndarray, b: np.ndarray, values: np.ndarray, bias: str = "scale"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tau-normalisation's column factors and biases for every tau of ``values``.
+
+    Row ``j`` of the factors is ``1 / ||w_c||^values[j]`` per class (1 for a
+    zero row); the biases are ``b`` times the factors (``bias="scale"``) or
+    ``b`` itself (``"keep"``). Scores ``x @ W.T`` times a row of factors plus
+    the biases are the scores of the tau-normalised classifier.
+    """
+    norms = np.linalg.norm(W.astype(np.float64), axis=1)
+    f = np.where(norms > 0, norms, 1.0)[None, :] ** -values[:, None]
+    b64 = b.astype(np.float64)
+    return f, (f * b64 if bias == "scale" else np.broadcast_to(b64, f.shape))
+
+
+def logit_adjust_candidates(
+    counts: np.ndarray, b: np.ndarray, values: np.ndarray
+) -> tuple[None, np.ndarray]:
+    """Logit adjustment's biases ``b_c - tau log(pi_c)`` for every tau of ``values``
+    (no column factors: ``W`` is unchanged). Every class needs training samples."""
+    log_pi = np.log(counts / counts.sum())
+    return None, b.astype(np.float64) - np.outer(values, log_pi)
+
+
 def tau_norm(
     features: Any,
     labels: Any,
@@ -233,19 +265,13 @@ def tau_norm(
     if bias not in ("scale", "keep"):
         raise fail("bias", f"expected 'scale' or 'keep', found {bias!r}", value=bias)
     inp = check_inputs(features, labels, W, b)
-    norms = np.linalg.norm(inp.W.astype(np.float64), axis=1)
-    safe_norms = np.where(norms > 0, norms, 1.0)
     b64 = inp.b.astype(np.float64)
 
-    def factors(values: np.ndarray) -> np.ndarray:
-        return safe_norms[None, :] ** -values[:, None]
-
     def candidates(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        f = factors(values)
-        return f, (f * b64 if bias == "scale" else np.broadcast_to(b64, f.shape))
+        return tau_norm_candidates(inp.W, inp.b, values, bias)
 
     chosen_tau, chosen = _choose(inp, tau, taus, val, candidates)
-    f = factors(np.array([chosen_tau]))[0]
+    f = candidates(np.array([chosen_tau]))[0][0]
     dtype = inp.W.dtype
     return BaselineResult(
         method="tau_norm",
@@ -311,7 +337,7 @@ def logit_adjust(
     b64 = inp.b.astype(np.float64)
 
     def candidates(values: np.ndarray) -> tuple[None, np.ndarray]:
-        return None, b64 - np.outer(values, log_pi)
+        return logit_adjust_candidates(inp.counts, inp.b, values)
 
     chosen_tau, chosen = _choose(inp, tau, taus, val, candidates)
     dtype = inp.W.dtype

@@ -1,7 +1,9 @@
 """The ``alphanet-fast`` command line.
 
 Subcommands: ``demo`` (the whole pipeline on built-in synthetic data),
-``correct``, ``evaluate``, ``neighbors``, ``sweep`` and ``explain``. Run
+``correct``, ``compare`` (every post-hoc fix, one recommended; ``-o`` writes
+it), ``baseline`` (one post-hoc fix, written), ``evaluate``, ``neighbors``,
+``sweep`` and ``explain``. Run
 ``alphanet-fast <command> --help`` for the options of each.
 
 A user error (a missing file or entry, shapes that disagree, a bad value, an
@@ -14,8 +16,9 @@ quietly with status 0.
 
 Layout: :mod:`.parser` (shared options; the settings' flags generated from
 :class:`alphanet_fast.settings.Settings`), one module per command group
-(:mod:`.train`: correct, sweep, explain; :mod:`.evaluate`; :mod:`.neighbors`;
-:mod:`.demo`), :mod:`.report` (the JSON reports) and :mod:`.common`.
+(:mod:`.train`: correct, sweep, explain; :mod:`.compare`; :mod:`.baseline`;
+:mod:`.evaluate`; :mod:`.neighbors`; :mod:`.demo`), :mod:`.shipping` (writing a
+chosen classifier and its JSON), :mod:`.report` (the JSON reports) and :mod:`.common`.
 
 Examples
 --------

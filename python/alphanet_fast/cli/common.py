@@ -16,7 +16,13 @@ from alphanet_fast._errors import ArgumentError
 from alphanet_fast.evaluation import EvaluationReport, format_table
 from alphanet_fast.files._paths import check_outputs
 from alphanet_fast.files.classifiers import Classifier, load_classifier
-from alphanet_fast.files.data_files import InputError, load_class_names, load_data, load_lines
+from alphanet_fast.files.data_files import (
+    InputError,
+    class_names_of,
+    load_class_names,
+    load_data,
+    load_lines,
+)
 from alphanet_fast.files.data_files import load_neighbors as read_neighbors
 from alphanet_fast.files.formats import one_line
 from alphanet_fast.settings import Settings
@@ -145,7 +151,12 @@ class TrainingData:
         self.val = self._optional(args, "val")
         self.test = self._optional(args, "test")
         C = self.clf.n_classes
-        self.names = None if args.class_names is None else load_class_names(args.class_names, C)
+        # --class-names, else a class_names entry of a .npz training file.
+        self.names = (
+            class_names_of(args.train, C)
+            if args.class_names is None
+            else load_class_names(args.class_names, C)
+        )
         self.groups = None if args.groups is None else load_lines(args.groups, n=C, what="groups")
 
     def _optional(self, args: argparse.Namespace, name: str):

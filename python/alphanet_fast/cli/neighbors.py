@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast.files.data_files import InputError, load_class_names
+from alphanet_fast.files.data_files import InputError, class_names_of, load_class_names
 from alphanet_fast.settings import DISTANCES
 
 from . import report
@@ -144,7 +144,10 @@ def run_neighbors(args: argparse.Namespace) -> int:
         C = class_count(y, X.shape[1], given, args.train)
         _, (few, nb), dist, counts = splits_and_neighbors(X, y, C, args)
         metric = args.metric
-    names = None if args.class_names is None else load_class_names(args.class_names, C)
+    if args.class_names is not None:
+        names = load_class_names(args.class_names, C)
+    else:  # a class_names entry of a .npz training file, if it has one
+        names = None if args.train is None else class_names_of(args.train, C)
     k = nb.shape[1] if nb.ndim == 2 else 0
     print(f"{few.size} few classes, {k} nearest base classes each ({metric} distance between "
           "class means):")  # fmt: skip

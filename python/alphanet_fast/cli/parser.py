@@ -39,7 +39,7 @@ __all__ = [
 
 PROG = "alphanet-fast"
 # Modules of alphanet_fast.cli with a register(sub) function, in --help order.
-COMMAND_MODULES = ("demo", "train", "compare", "evaluate", "neighbors")
+COMMAND_MODULES = ("demo", "train", "compare", "baseline", "evaluate", "neighbors")
 
 
 class Parser(argparse.ArgumentParser):
@@ -165,7 +165,13 @@ def add_labels_file(g: Any, name: str) -> None:
 
 def add_class_names(g: Any) -> None:
     """``--class-names``: a text file of class names, one per line."""
-    g.add_argument("--class-names", type=Path, metavar="PATH", help="text file, one name per line")
+    g.add_argument(
+        "--class-names",
+        type=Path,
+        metavar="PATH",
+        help="text file, one name per line, or FILE.npz:ENTRY, an array of strings in a data "
+        "file (default: the training file's class_names entry, if it has one)",
+    )
 
 
 def add_data(

@@ -31,7 +31,8 @@ from .common import (
     warn,
     write_plots,
 )
-from .parser import add_common, add_data, add_settings
+from .parser import PROG, add_common, add_data, add_settings
+from .shipping import left_out_note
 
 __all__ = ["explain_text", "register", "run_correct_command", "run_explain", "run_sweep"]
 
@@ -169,6 +170,9 @@ def run_correct_command(args: argparse.Namespace) -> int:
     guard_outputs(args, _correct_outputs(args, out, report_path))
     res = correct_from_args(data, args)
     print(res.summary())
+    note = beaten_note(res)
+    if note is not None:
+        print(note)
     pairs = _evaluate_pairs(data, res)
     # Print the first set (test, else val, else train); the JSON report has them all.
     shown = next(iter(pairs))
@@ -178,6 +182,9 @@ def run_correct_command(args: argparse.Namespace) -> int:
         warn("no --val or --test: the accuracies above are on the training set")
 
     written = [save_classifier(data.clf, res.W, out)]
+    note = left_out_note(data.clf, out)
+    if note is not None:
+        print(note)
     rows = report.few_class_rows(
         res.few_classes, res.counts, res.neighbors, res.neighbor_distances, data.names,
         alphas=res.alphas, before=before, after=after,
@@ -199,6 +206,7 @@ def run_correct_command(args: argparse.Namespace) -> int:
             history=res.history,
             evaluation=evaluation,
             few_classes=rows,
+            val_baselines=res.val_baselines,
             output=out,
         )  # fmt: skip
     )
@@ -211,6 +219,20 @@ def run_correct_command(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def beaten_note(res: Any) -> str | None:
+    """One line when a cheap baseline beats AlphaNet on overall validation top-1, else None."""
+    beaten = res.beaten_by()
+    if beaten is None:
+        return None
+    name, figures = beaten
+    own = res.val_top1()["overall"]
+    return (
+        f"note: {name} (tau={figures['tau']:g}) beats AlphaNet on validation top-1 overall, "
+        f"{pct(figures['overall'])} against {pct(own)}; '{PROG} compare' runs every fix, "
+        f"'{PROG} baseline {name} TRAIN CLASSIFIER --val VAL -o PATH' writes this one"
+    )
 
 
 def _check_suffix(out: Path, classifier: Path) -> None:

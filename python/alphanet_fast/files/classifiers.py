@@ -20,6 +20,7 @@ import numpy as np
 
 from alphanet_fast.files._atomic import atomic_write
 from alphanet_fast.files._paths import same_file
+from alphanet_fast.files.data_files import FEATURE_KEYS, LABEL_KEYS, SPLIT_NAMES, split_keys
 from alphanet_fast.files.formats import (
     InputError,
     existing_file,
@@ -42,6 +43,11 @@ WEIGHT_NAMES = {
     "coef_": ("intercept_",),
     "coef": ("intercept",),
 }
+#: Entry names of data (features and labels, of any split) that a classifier file
+#: written from a bundled data file leaves out: the names :func:`load_data` accepts.
+DATA_ENTRY_NAMES = frozenset(
+    (*FEATURE_KEYS, *LABEL_KEYS, *(n for s in SPLIT_NAMES for keys in split_keys(s) for n in keys))
+)
 # Module names that usually hold a network's final classifier; used only to
 # break a tie between several candidate weight matrices.
 HEAD_NAMES = {"fc", "head", "heads", "classifier", "linear", "last_linear", "logits", "cls", "out"}
@@ -64,6 +70,11 @@ class Classifier:
     weight_key, bias_key : str or None
         The entries holding the weights and biases (dotted names for nested
         torch checkpoints).
+    data_entries : tuple of str
+        Top-level entries of the file that hold data, not the classifier
+        (features and labels under the names of :data:`DATA_ENTRY_NAMES`,
+        e.g. ``train_x``, ``val_y``): a classifier written from this one
+        leaves them out.
     """
 
     W: np.ndarray
@@ -72,6 +83,7 @@ class Classifier:
     format: str
     weight_key: str | None
     bias_key: str | None
+    data_entries: tuple[str, ...] = ()
 
     @property
     def n_classes(self) -> int:
@@ -250,16 +262,24 @@ def load_classifier(
         raise InputError(f"{p} [{wkey}]: row {row} contains NaN or infinity")
     bkey = next((k for k in _bias_names(wkey) if k in entries), None) if wkey else None
     b = None if bkey is None else _checked_bias(p, bkey, entries[bkey], W)
-    return Classifier(W=W, b=b, path=p, format=fmt.name, weight_key=wkey or None, bias_key=bkey)
+    data = tuple(k for k in entries if k in DATA_ENTRY_NAMES and k not in (wkey, bkey))
+    return Classifier(
+        W=W, b=b, path=p, format=fmt.name, weight_key=wkey or None, bias_key=bkey,
+        data_entries=data,
+    )  # fmt: skip
 
 
-def save_classifier(classifier: Classifier, W: Any, path: str | os.PathLike[str]) -> Path:
-    """Write new weights ``W`` in ``classifier``'s file format, keeping the file's other entries.
+def save_classifier(
+    classifier: Classifier, W: Any, path: str | os.PathLike[str], b: Any = None
+) -> Path:
+    """Write new weights (and biases) in ``classifier``'s file format, keeping its other entries.
 
-    The source file is read again and only the weight entry is replaced,
-    keeping its dtype; biases (which AlphaNet never changes) and every other
-    entry stay as they were; torch checkpoints keep their nesting,
-    safetensors files their metadata, ``.npz`` files their compression.
+    The source file is read again and only the weight entry (and, with ``b``,
+    the bias entry) is replaced, keeping its dtype; every other entry stays
+    as it was (torch checkpoints keep their nesting, safetensors files their
+    metadata, ``.npz`` files their compression), except data: the entries of
+    ``classifier.data_entries`` (features and labels bundled in the same
+    file) are left out, so the classifier is not a copy of the data set.
 
     Parameters
     ----------
@@ -270,6 +290,12 @@ def save_classifier(classifier: Classifier, W: Any, path: str | os.PathLike[str]
     path : path-like
         Where to write; its suffix must suit the format (``.npz``, ``.npy``,
         ``.pt``/``.pth``, ``.safetensors``).
+    b : array_like, shape (C,), optional
+        New biases. Without them the file's biases stay as they are (AlphaNet
+        never changes them). A file without a bias entry gets one beside the
+        weights (``bias``, ``b``, ``intercept_`` after the weights' name) unless
+        ``b`` is all zeros; a ``.npy`` file, which holds the weights only,
+        cannot store non-zero biases.
 
     Returns
     -------
@@ -279,7 +305,8 @@ def save_classifier(classifier: Classifier, W: Any, path: str | os.PathLike[str]
     ------
     InputError
         A suffix that does not match the format, ``path`` equal to the source
-        file, or ``W`` of another shape than the source's weights.
+        file, ``W`` or ``b`` of another shape than the source's, non-zero
+        biases for a ``.npy`` classifier.
     """
     out = Path(path)
     W = np.asarray(W)
@@ -287,6 +314,19 @@ def save_classifier(classifier: Classifier, W: Any, path: str | os.PathLike[str]
         raise InputError(
             f"W: expected shape {classifier.W.shape} (as {classifier.describe()}), found {W.shape}"
         )
+    fmt = _output_format(classifier, out)
+    key = classifier.weight_key or ""
+    updates = {key: W}
+    bias_key = _bias_entry(classifier, b)
+    if bias_key is not None:
+        updates[bias_key] = np.asarray(b)
+    assert fmt.write_weights is not None  # every classifier format can be written
+    with atomic_write(out) as tmp:
+        fmt.write_weights(classifier.path, updates, classifier.data_entries, tmp)
+    return out
+
+
+def _output_format(classifier: Classifier, out: Path) -> Any:
     try:
         fmt = format_of(out)
     except InputError:
@@ -298,7 +338,24 @@ def save_classifier(classifier: Classifier, W: Any, path: str | os.PathLike[str]
         )
     if same_file(out, classifier.path):
         raise InputError(f"{out}: would overwrite the input classifier; choose another output name")
-    assert fmt.write_weights is not None  # every classifier format can be written
-    with atomic_write(out) as tmp:
-        fmt.write_weights(classifier.path, classifier.weight_key or "", W, tmp)
-    return out
+    return fmt
+
+
+def _bias_entry(classifier: Classifier, b: Any) -> str | None:
+    """The entry new biases ``b`` go to (None: nothing to write)."""
+    if b is None:
+        return None
+    b = np.asarray(b)
+    if b.shape != (classifier.n_classes,):
+        raise InputError(f"b: expected shape ({classifier.n_classes},), found {b.shape}")
+    if classifier.bias_key is not None:
+        return classifier.bias_key
+    if not np.any(b):
+        return None  # zeros: the file's absent biases already are
+    names = _bias_names(classifier.weight_key or "") if classifier.weight_key else []
+    if not names:
+        raise InputError(
+            f"{classifier.path}: holds the weights only, and the new biases are not all zero; "
+            "give the classifier as .npz with W and b (or weight and bias) to write them"
+        )
+    return names[0]

@@ -41,6 +41,8 @@ __all__ = [
     "LABEL_KEYS",
     "SPLIT_NAMES",
     "InputError",
+    "CLASS_NAMES_ENTRY",
+    "class_names_of",
     "load_class_names",
     "load_data",
     "load_labels",
@@ -277,9 +279,112 @@ def load_lines(
     return lines
 
 
+CLASS_NAMES_ENTRY = "class_names"
+_CLASS_NAMES_EXPECTED = (
+    "expected a UTF-8 text file with one class name per line, or FILE.npz:ENTRY (also .pt) "
+    "naming an array of strings in a data file"
+)
+
+
+def _entry_reference(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``FILE:ENTRY`` split into the file and the entry (``None`` for a plain path)."""
+    p = Path(path)
+    if p.exists() or ":" not in p.name:
+        return p, None
+    file_part, _, key = str(p).rpartition(":")
+    return Path(file_part), key
+
+
+def _is_container(p: Path) -> bool:
+    try:
+        return format_of(p).entries is not None
+    except InputError:  # no known suffix: a text file
+        return False
+
+
+def _strings(value: Any, source: str) -> list[str]:
+    """An entry as a list of strings: a 1-d array of str or UTF-8 bytes, or a list of str."""
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value]
+    arr = np.asarray(to_numpy(value))
+    if arr.ndim != 1 or arr.dtype.kind not in "US":
+        raise InputError(
+            f"{source}: expected a 1-d array of strings, found dtype {arr.dtype} "
+            f"of shape {arr.shape}; {_CLASS_NAMES_EXPECTED}"
+        )
+    try:
+        return [v.decode("utf-8").strip() if arr.dtype.kind == "S" else str(v).strip() for v in arr]
+    except UnicodeDecodeError:
+        raise InputError(f"{source}: the names are not UTF-8") from None
+
+
+def _class_names_entry(p: Path, key: str) -> list[str]:
+    fmt = format_of(p)
+    if fmt.entries is None:
+        raise InputError(f"{p}: an entry needs a .npz or .pt file; {_CLASS_NAMES_EXPECTED}")
+    if fmt.name == "npz":  # read just the one entry
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                entries = {key: z[key]} if key in z.files else {k: z[k] for k in z.files}
+        except Exception as exc:
+            raise InputError(f"{p}: not a readable .npz file ({one_line(exc)})") from None
+    else:
+        entries = read_entries(p)
+    if key not in entries:
+        raise InputError(f"{p}: no entry {key!r} (found: {listing(entries)})")
+    return _strings(entries[key], f"{p} [{key}]")
+
+
 def load_class_names(path: str | os.PathLike[str], n_classes: int | None = None) -> list[str]:
-    """Class names, one per line, in class-id order; ``n_classes`` of them if given."""
-    return load_lines(path, n=n_classes, what="class names")
+    """Class names in class-id order; ``n_classes`` of them if given.
+
+    ``path`` is a UTF-8 text file with one name per line, or ``FILE:ENTRY``
+    naming an array of strings in a ``.npz`` (or a list of strings in a
+    ``.pt``) file, such as ``data.npz:class_names``.
+
+    Raises
+    ------
+    InputError
+        A missing file or entry, a file that is neither (its message says what
+        is expected), blank names, or a count other than ``n_classes``.
+    """
+    source, key = _entry_reference(path)
+    if key is None and _is_container(source) and source.exists():
+        key = CLASS_NAMES_ENTRY  # a data file given as it is: its class_names entry
+    if key is not None:
+        names = _class_names_entry(existing_file(source), key)
+        where = f"{source} [{key}]"
+        if any(not n for n in names):
+            raise InputError(f"{where}: name {names.index('') + 1} is blank")
+        if n_classes is not None and len(names) != n_classes:
+            raise InputError(
+                f"{where}: {len(names)} class names for {n_classes} classes; expected one per class"
+            )
+        return names
+    try:
+        return load_lines(source, n=n_classes, what="class names")
+    except InputError as exc:
+        if "UTF-8" not in str(exc):
+            raise
+        raise InputError(f"{source}: not a UTF-8 text file; {_CLASS_NAMES_EXPECTED}") from None
+
+
+def class_names_of(path: str | os.PathLike[str], n_classes: int) -> list[str] | None:
+    """The ``class_names`` entry of a ``.npz`` data file, or None when it has none.
+
+    Only ``.npz`` files are looked into (their entries are read one by one);
+    other files give None. A ``class_names`` entry that is there but unusable
+    is an error, as with ``--class-names``.
+    """
+    p = Path(path)
+    if format_of(p).name != "npz":
+        return None
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            present = CLASS_NAMES_ENTRY in z.files
+    except Exception:
+        return None  # the data loader has already read (or refused) this file
+    return load_class_names(f"{p}:{CLASS_NAMES_ENTRY}", n_classes) if present else None
 
 
 def load_neighbors(path: str | os.PathLike[str]) -> np.ndarray:

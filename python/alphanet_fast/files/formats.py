@@ -184,14 +184,25 @@ def _like(new: np.ndarray, old: Any) -> Any:
     return np.ascontiguousarray(new, dtype=np.asarray(old).dtype)
 
 
-def _write_npy(src: Path, key: str, W: np.ndarray, tmp: Path) -> None:
+def _write_npy(src: Path, updates: Mapping[str, np.ndarray], drop: Any, tmp: Path) -> None:
+    W = updates[""]
     with open(tmp, "wb") as f:  # a file object, so numpy adds no ".npy" to the name
         np.save(f, _like(W, read_npy(src, mmap=False)), allow_pickle=False)
 
 
-def _write_npz(src: Path, key: str, W: np.ndarray, tmp: Path) -> None:
+def _updated(entries: dict[str, Any], updates: Mapping[str, np.ndarray], drop: Any) -> None:
+    """``entries`` with ``drop`` removed and ``updates`` written (in the old entry's
+    type and dtype; a new entry in the type and dtype of the first update's old one)."""
+    first = next(iter(updates))
+    for key in drop:
+        entries.pop(key, None)
+    for key, value in updates.items():
+        entries[key] = _like(value, entries.get(key, entries[first]))
+
+
+def _write_npz(src: Path, updates: Mapping[str, np.ndarray], drop: Any, tmp: Path) -> None:
     entries = _npz_entries(src)
-    entries[key] = _like(W, entries[key])
+    _updated(entries, updates, drop)
     with zipfile.ZipFile(src) as zf:
         compressed = any(i.compress_type != zipfile.ZIP_STORED for i in zf.infolist())
     save = np.savez_compressed if compressed else np.savez
@@ -199,29 +210,46 @@ def _write_npz(src: Path, key: str, W: np.ndarray, tmp: Path) -> None:
         save(f, **entries)
 
 
-def _write_safetensors(src: Path, key: str, W: np.ndarray, tmp: Path) -> None:
+def _write_safetensors(src: Path, updates: Mapping[str, np.ndarray], drop: Any, tmp: Path) -> None:
     from safetensors.torch import save_file
 
     tensors, metadata = _load_safetensors(src)
-    tensors[key] = _like(W, tensors[key])
+    _updated(tensors, updates, drop)
     save_file(tensors, str(tmp), metadata=metadata)
 
 
-def _write_torch(src: Path, key: str, W: np.ndarray, tmp: Path) -> None:
+def _write_torch(src: Path, updates: Mapping[str, np.ndarray], drop: Any, tmp: Path) -> None:
     import torch
 
-    # Replace the leaf in a freshly loaded copy, keeping the nesting.
+    # Replace the leaves in a freshly loaded copy, keeping the nesting; a new entry
+    # (biases the file did not have) goes beside the first update's (the weights).
     obj = _load_torch(src)
-    for path, old in _flatten(obj).items():
-        if ".".join(path) == key:
-            parent = obj
-            for part in path[:-1]:
-                parent = next(v for k, v in parent.items() if str(k) == part)
-            real_key = next(k for k in parent if str(k) == path[-1])
-            parent[real_key] = _like(W, old)
-            torch.save(obj, tmp)
-            return
-    raise InputError(f"{src}: entry {key!r} vanished from the source file")
+    leaves = {".".join(path): path for path in _flatten(obj)}
+    first = next(iter(updates))
+    if first not in leaves:
+        raise InputError(f"{src}: entry {first!r} vanished from the source file")
+    anchor = leaves[first]
+    for key in drop:
+        if key in leaves and len(leaves[key]) == 1:
+            obj.pop(next(k for k in obj if str(k) == key))
+    for key, value in updates.items():
+        path = leaves.get(key)
+        if path is None:  # beside the anchor: same parent, the rest of the dotted name
+            stem = ".".join(anchor[:-1])
+            path = (*anchor[:-1], key[len(stem) + 1 :] if stem else key)
+        parent = obj
+        for part in path[:-1]:
+            parent = next(v for k, v in parent.items() if str(k) == part)
+        real_key = next((k for k in parent if str(k) == path[-1]), path[-1])
+        old = parent.get(real_key, _leaf(obj, anchor))
+        parent[real_key] = _like(value, old)
+    torch.save(obj, tmp)
+
+
+def _leaf(obj: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        obj = next(v for k, v in obj.items() if str(k) == part)
+    return obj
 
 
 # --------------------------------------------------------------------------- the table
@@ -240,15 +268,17 @@ class Format:
         ``entries(path) -> {name: array}`` for container formats (nested
         dicts flattened to dotted names); None for single arrays and text.
     write_weights : callable or None
-        ``write_weights(src, key, W, tmp)``: ``src`` with its entry ``key``
-        replaced by ``W`` (in the old entry's dtype), written to ``tmp``;
-        None where a classifier cannot be stored.
+        ``write_weights(src, updates, drop, tmp)``: ``src`` with each entry of
+        ``updates`` (name -> array; the weights first) written in the old
+        entry's type and dtype (a new entry takes the weights'), the entries
+        named in ``drop`` left out, written to ``tmp``; None where a
+        classifier cannot be stored. A ``.npy`` holds its one array, ``""``.
     """
 
     name: str
     suffixes: tuple[str, ...]
     entries: Callable[[Path], dict[str, Any]] | None
-    write_weights: Callable[[Path, str, np.ndarray, Path], None] | None
+    write_weights: Callable[[Path, Mapping[str, np.ndarray], Any, Path], None] | None
 
 
 FORMATS: dict[str, Format] = {

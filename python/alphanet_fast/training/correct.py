@@ -24,6 +24,7 @@ import torch
 
 from alphanet_fast._errors import fail
 from alphanet_fast._inputs import classifier_inputs, data_pair
+from alphanet_fast.baselines.self_check import val_baselines
 from alphanet_fast.kernels import combine
 from alphanet_fast.neighbors import Neighbors, choose_neighbors
 from alphanet_fast.result import AlphaNetResult
@@ -341,7 +342,10 @@ def correct(
     AlphaNetResult
         ``W`` (few rows replaced, the input's dtype), ``b`` (unchanged copy),
         ``alphas`` (F x (k+1), column 0 is 1), ``neighbors``, ``splits``,
-        ``history``, ``best_epoch``, ``config`` and ``timings`` (seconds per stage).
+        ``history``, ``best_epoch``, ``config``, ``timings`` (seconds per stage)
+        and, with ``val``, ``val_baselines``: tau-normalisation's and logit
+        adjustment's validation top-1 per split, tau chosen on the same ``val``
+        (scored from one pass over it; AlphaNet's own weights do not depend on it).
 
     Raises
     ------
@@ -434,7 +438,16 @@ def correct(
     run.watch.seconds["checks"] = time.perf_counter() - t_start
     nb, sample_rng = _neighbors(run, neighbors)
     best_alphas, best_epoch, history = _train(run, nb, val=val, rng=sample_rng, show=show)
-    return _combined(run, nb, best_alphas, counts, best_epoch, history, config, t_start)
+    checked = None if val is None else _checked_baselines(run, counts, val)
+    result = _combined(run, nb, best_alphas, counts, best_epoch, history, config, t_start)
+    result.val_baselines = checked
+    return result
+
+
+def _checked_baselines(run: _Run, counts: np.ndarray, val: Any) -> Any:
+    """The cheap baselines on the validation set (after training: AlphaNet never reads them)."""
+    with run.watch.stage("val_baselines"):
+        return val_baselines(run.W, run.bias, counts, val, run.splits)
 
 
 def _neighbors(run: _Run, given: Any) -> tuple[Neighbors, np.random.Generator]:
