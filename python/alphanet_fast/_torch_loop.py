@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from alphanet_fast.files._npy_stream import NpyWriter, labels_path_for
+from alphanet_fast._errors import fail
+from alphanet_fast.files._npy_stream import NpyWriter, commit_together, labels_path_for
 
 
 def target_device(model: nn.Module, device: Any) -> torch.device:
@@ -103,12 +104,20 @@ def labels_of(labels: Any, i: int) -> np.ndarray:
         labels = labels.detach().cpu().numpy()
     arr = np.asarray(labels)
     if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
-        raise TypeError(f"labels: expected integer class ids, found dtype {arr.dtype} in batch {i}")
+        raise fail(
+            "labels", f"expected integer class ids, found dtype {arr.dtype} in batch {i}",
+            type_error=True,
+        )  # fmt: skip
     if arr.ndim != 1:
         raise ValueError(
             f"labels: expected one label per sample, found shape {arr.shape} "
             f"in batch {i} (one-hot or soft labels are not class ids)"
         )
+    # Floats at or beyond 2**63 (or infinite) would wrap to the smallest int64.
+    beyond = np.flatnonzero(np.abs(arr) >= 2**63) if arr.dtype.kind in "uf" else ()
+    if len(beyond):
+        j = int(beyond[0])
+        raise fail("labels", f"label {arr[j].item()!r} of batch {i} is not a class id", row=j)
     return arr.astype(np.int64)
 
 
@@ -166,8 +175,7 @@ class Sink:
         if self.writers is None:
             return np.concatenate(self.chunks), np.concatenate(self.labels)
         feats, labels = self.writers
-        labels.close()
-        feats.close()
+        commit_together(self.writers)
         return np.load(feats.path, mmap_mode="r"), np.load(labels.path)
 
     def abort(self) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alphanet_fast._errors import fail
 from alphanet_fast._torch_loop import (
     Sink,
     autocast_context,
@@ -348,6 +349,9 @@ def apply_to(model: nn.Module, result: Any, head: HeadLike = None) -> nn.Module:
     b = None if result.b is None else finite_array(result.b, "result.b", (lin.out_features,))
     if lin.bias is None and b is not None and np.any(b != 0):
         raise ValueError("result.b: the head has no bias, but the result's biases are not all zero")
+    _require_in_range(W, "result.W", lin.weight.dtype)
+    if b is not None and lin.bias is not None:
+        _require_in_range(b, "result.b", lin.bias.dtype)
     with torch.no_grad():
         lin.weight.copy_(torch.from_numpy(W))
         if lin.bias is not None:
@@ -430,8 +434,11 @@ def correct_model(
     if val_loader is not None:
         val_feats = extract(model, val_loader, head=lin, **kw)
         val = (val_feats.features, val_feats.labels)
-    W = lin.weight.detach().to("cpu", torch.float32).numpy()
-    b = None if lin.bias is None else lin.bias.detach().to("cpu", torch.float32).numpy()
+    # A float64 head is corrected in float64: a float32 round trip would change the
+    # last bits of rows that must stay as they are.
+    wide = torch.float64 if lin.weight.dtype == torch.float64 else torch.float32
+    W = lin.weight.detach().to("cpu", wide).numpy()
+    b = None if lin.bias is None else lin.bias.detach().to("cpu", wide).numpy()
     result = correct(
         train.features,
         train.labels,
@@ -448,6 +455,18 @@ def correct_model(
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _require_in_range(arr: np.ndarray, name: str, dtype: torch.dtype) -> None:
+    """Values the head's dtype cannot hold would become infinity in ``copy_``."""
+    if not dtype.is_floating_point or arr.size == 0:
+        return
+    top = torch.finfo(dtype).max
+    over = np.abs(arr.astype(np.float64, copy=False)) > top  # float64: no overflow in compare
+    beyond = np.flatnonzero(over.any(axis=-1) if arr.ndim == 2 else over)
+    if beyond.size:
+        row = int(beyond[0])
+        raise fail(name, f"row {row} holds a value beyond the head's {dtype} range", row=row)
 
 
 def _check_model(model: Any) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import fail
 from alphanet_fast._memory import release_rows, row_chunks
 from alphanet_fast.baselines._common import (
     BaselineResult,
@@ -162,7 +163,14 @@ def _choose(
     values = grid(taus, "taus")
     vx, vy = check_val(val, inp.W.shape[1], inp.W.shape[0])
     scales, shifts = candidates(values)
-    acc = candidate_accuracies(vx, vy, inp.W, scales, shifts)
+    with np.errstate(over="ignore", invalid="ignore"):
+        acc = candidate_accuracies(vx, vy, inp.W, scales, shifts)
+    # A candidate whose weights or biases overflow is never chosen over one that does not.
+    overflow = np.zeros(values.size, dtype=bool)
+    for part in (scales, shifts):
+        if part is not None:
+            overflow |= ~np.isfinite(part.astype(inp.W.dtype)).all(axis=1)
+    acc = np.where(overflow, -1.0, acc)
     best = int(np.argmax(acc))
     chosen = {
         "tau_source": "validation",
@@ -170,6 +178,24 @@ def _choose(
         "val_accuracy": acc.tolist(),
     }
     return float(values[best]), chosen
+
+
+def _in_range(arrays: dict[str, np.ndarray], dtype: np.dtype, tau: float, chosen: dict) -> None:
+    """Refuse a tau whose weights or biases leave ``dtype``'s range (infinity or NaN)."""
+    argument = "tau" if chosen.get("tau_source") == "given" else "taus"
+    for name, arr in arrays.items():
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(arr.astype(dtype))
+        rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
+        if rows.size:
+            c = int(rows[0])
+            raise fail(
+                argument,
+                f"tau={tau:g} takes the {name} of class {c} beyond {np.dtype(dtype)}'s range "
+                "(infinity or NaN); use a tau of smaller magnitude",
+                row=c,
+                value=tau,
+            )
 
 
 def tau_norm(
@@ -235,7 +261,8 @@ def tau_norm(
     b64 = inp.b.astype(np.float64)
 
     def factors(values: np.ndarray) -> np.ndarray:
-        return safe_norms[None, :] ** -values[:, None]
+        with np.errstate(over="ignore", under="ignore"):  # checked once tau is chosen
+            return safe_norms[None, :] ** -values[:, None]
 
     def candidates(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f = factors(values)
@@ -244,10 +271,14 @@ def tau_norm(
     chosen_tau, chosen = _choose(inp, tau, taus, val, candidates)
     f = factors(np.array([chosen_tau]))[0]
     dtype = inp.W.dtype
+    with np.errstate(over="ignore", invalid="ignore"):
+        W_new = inp.W.astype(np.float64) * f[:, None]
+        b_new = b64 * f if bias == "scale" else b64
+    _in_range({"weights": W_new, "bias": b_new}, dtype, chosen_tau, chosen)
     return BaselineResult(
         method="tau_norm",
-        W=np.ascontiguousarray(inp.W * f[:, None], dtype=dtype),
-        b=(b64 * f if bias == "scale" else b64).astype(dtype),
+        W=np.ascontiguousarray(W_new, dtype=dtype),
+        b=b_new.astype(dtype),
         settings={"tau": chosen_tau, "bias": bias, **chosen},
     )
 
@@ -308,13 +339,17 @@ def logit_adjust(
     b64 = inp.b.astype(np.float64)
 
     def candidates(values: np.ndarray) -> tuple[None, np.ndarray]:
-        return None, b64 - np.outer(values, log_pi)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked once tau is chosen
+            return None, b64 - np.outer(values, log_pi)
 
     chosen_tau, chosen = _choose(inp, tau, taus, val, candidates)
     dtype = inp.W.dtype
+    with np.errstate(over="ignore", invalid="ignore"):
+        b_new = b64 - chosen_tau * log_pi
+    _in_range({"bias": b_new}, dtype, chosen_tau, chosen)
     return BaselineResult(
         method="logit_adjust",
         W=np.array(inp.W, dtype=dtype, order="C", copy=True),
-        b=(b64 - chosen_tau * log_pi).astype(dtype),
+        b=b_new.astype(dtype),
         settings={"tau": chosen_tau, **chosen},
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import ArgumentError
 from alphanet_fast.evaluation import EvaluationReport, format_table
 from alphanet_fast.files._paths import check_outputs
 from alphanet_fast.files.classifiers import Classifier, load_classifier
@@ -246,7 +247,12 @@ def load_result_checked(path: Path, n_classes: int | None = None):
     """A saved result, checked against the classifier's class count."""
     from alphanet_fast.result import load_result
 
-    res = load_result(path)
+    try:
+        res = load_result(path)
+    except ArgumentError as exc:  # "path: FILE: what": the file names itself
+        if exc.argument != "path":
+            raise
+        raise InputError(str(exc).removeprefix("path: ")) from None
     if n_classes is not None and res.splits.n_classes != n_classes:
         raise InputError(
             f"{path}: the result is for {res.splits.n_classes} classes, the classifier has "

@@ -22,18 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from alphanet_fast._errors import fail
 from alphanet_fast._inputs import classifier_inputs, data_pair
+from alphanet_fast._memory import memory_limit
 from alphanet_fast.kernels import combine
 from alphanet_fast.neighbors import Neighbors, choose_neighbors
 from alphanet_fast.result import AlphaNetResult
 from alphanet_fast.settings import Settings
 from alphanet_fast.splits import Splits, splits_from_counts
-from alphanet_fast.training.sampling import (
-    Budgets,
-    current_budgets,
-    draw_epochs,
-    memory_limit_bytes,
-)
+from alphanet_fast.training.sampling import Budgets, current_budgets, draw_epochs
 from alphanet_fast.training.scoring import Feed, FrozenScores, weights_tensor
 from alphanet_fast.training.stopwatch import Stopwatch
 from alphanet_fast.training.trainer import (
@@ -91,11 +88,12 @@ def _check_network_size(n_few: int, d: int, settings: Settings) -> None:
     params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
     widest = max(widths[1:])
     need = 4 * (4 * params + 4 * n_few * widest * len(widths))
-    if need > memory_limit_bytes():
+    limit, what = memory_limit()
+    if need > limit:
         raise ValueError(
             f"hidden: a network of widths {tuple(settings.hidden)} on {widths[0]:,} inputs "
             f"would need {need / 2**30:,.1f} GiB for its parameters, gradients and "
-            f"optimizer state, more than this machine's {memory_limit_bytes() / 2**30:,.1f} GiB"
+            f"optimizer state, more than the {limit / 2**30:,.1f} GiB of {what}"
         )
 
 
@@ -149,6 +147,24 @@ def _unchanged(W_arr, bias, splits, counts, config, k, t_start) -> AlphaNetResul
         config=config,
         timings={"total": time.perf_counter() - t_start},
     )
+
+
+def _in_dtype_of(W: Any, result: AlphaNetResult) -> AlphaNetResult:
+    """``result`` with ``W`` back in the caller's float16 (training ran in float32).
+
+    float16 rows go to float32 and back exactly, so only corrected rows can
+    change; one beyond float16's range is an error, not infinity.
+    """
+    if str(getattr(W, "dtype", "")) not in ("float16", "torch.float16"):
+        return result
+    with np.errstate(over="ignore"):
+        narrow = result.W.astype(np.float16)
+    bad = np.flatnonzero(~np.isfinite(narrow).all(axis=1))
+    if bad.size:
+        row = int(bad[0])
+        raise fail("W", f"the corrected row {row} exceeds float16's range", row=row)
+    result.W = narrow
+    return result
 
 
 def _few_positions(splits: Splits, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -410,7 +426,7 @@ def correct(
             UserWarning,
             stacklevel=2,
         )
-        return _unchanged(W_arr, bias, splits, counts, config, settings.k, t_start)
+        return _in_dtype_of(W, _unchanged(W_arr, bias, splits, counts, config, settings.k, t_start))
     _check_trainable(splits, d, settings)
     watch = Stopwatch(dev)
     watch.seconds["checks"] = time.perf_counter() - t_start
@@ -430,7 +446,8 @@ def correct(
         raise ValueError("labels: no training sample belongs to a few class; nothing to train on")
     run = _Run(x, y, W_arr, bias, splits, settings, dev, watch, budgets)
     best_alphas, best_epoch, history = _train(run, nb, val=val, rng=sample_rng, show=show)
-    return _combined(run, nb, best_alphas, counts, best_epoch, history, config, t_start)
+    result = _combined(run, nb, best_alphas, counts, best_epoch, history, config, t_start)
+    return _in_dtype_of(W, result)
 
 
 def _combined(
