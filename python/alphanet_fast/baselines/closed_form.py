@@ -165,11 +165,15 @@ def _choose(
     scales, shifts = candidates(values)
     with np.errstate(over="ignore", invalid="ignore"):
         acc = candidate_accuracies(vx, vy, inp.W, scales, shifts)
-    # A candidate whose weights or biases overflow is never chosen over one that does not.
+    # A candidate whose scales or shifts overflow (or scales underflow to zero) is
+    # never chosen over one that does not; a chosen one is refused by _in_range.
     overflow = np.zeros(values.size, dtype=bool)
     for part in (scales, shifts):
         if part is not None:
-            overflow |= ~np.isfinite(part.astype(inp.W.dtype)).all(axis=1)
+            with np.errstate(over="ignore", invalid="ignore"):
+                overflow |= ~np.isfinite(part.astype(inp.W.dtype)).all(axis=1)
+    if scales is not None:
+        overflow |= (scales == 0).any(axis=1)
     acc = np.where(overflow, -1.0, acc)
     best = int(np.argmax(acc))
     chosen = {
@@ -180,19 +184,25 @@ def _choose(
     return float(values[best]), chosen
 
 
-def _in_range(arrays: dict[str, np.ndarray], dtype: np.dtype, tau: float, chosen: dict) -> None:
-    """Refuse a tau whose weights or biases leave ``dtype``'s range (infinity or NaN)."""
+def _in_range(
+    arrays: dict[str, np.ndarray], dtype: np.dtype, tau: float, chosen: dict, nonzero: Any = None
+) -> None:
+    """Refuse a tau whose weights or biases leave ``dtype``'s range (infinity or NaN),
+    or that turns a non-zero weight row (``nonzero``) into zeros."""
     argument = "tau" if chosen.get("tau_source") == "given" else "taus"
     for name, arr in arrays.items():
-        with np.errstate(over="ignore", invalid="ignore"):
-            bad = ~np.isfinite(arr.astype(dtype))
-        rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            narrow = arr.astype(dtype)
+        bad = ~np.isfinite(narrow).reshape(narrow.shape[0], -1).all(axis=1)
+        if name == "weights" and nonzero is not None:
+            bad |= nonzero & ~narrow.any(axis=1)  # underflow: every score would tie
+        rows = np.flatnonzero(bad)
         if rows.size:
             c = int(rows[0])
             raise fail(
                 argument,
                 f"tau={tau:g} takes the {name} of class {c} beyond {np.dtype(dtype)}'s range "
-                "(infinity or NaN); use a tau of smaller magnitude",
+                "(to infinity, NaN or zero); use a tau of smaller magnitude",
                 row=c,
                 value=tau,
             )
@@ -261,12 +271,13 @@ def tau_norm(
     b64 = inp.b.astype(np.float64)
 
     def factors(values: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore", under="ignore"):  # checked once tau is chosen
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked later
             return safe_norms[None, :] ** -values[:, None]
 
     def candidates(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f = factors(values)
-        return f, (f * b64 if bias == "scale" else np.broadcast_to(b64, f.shape))
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            return f, (f * b64 if bias == "scale" else np.broadcast_to(b64, f.shape))
 
     chosen_tau, chosen = _choose(inp, tau, taus, val, candidates)
     f = factors(np.array([chosen_tau]))[0]
@@ -274,7 +285,7 @@ def tau_norm(
     with np.errstate(over="ignore", invalid="ignore"):
         W_new = inp.W.astype(np.float64) * f[:, None]
         b_new = b64 * f if bias == "scale" else b64
-    _in_range({"weights": W_new, "bias": b_new}, dtype, chosen_tau, chosen)
+    _in_range({"weights": W_new, "bias": b_new}, dtype, chosen_tau, chosen, nonzero=norms > 0)
     return BaselineResult(
         method="tau_norm",
         W=np.ascontiguousarray(W_new, dtype=dtype),
