@@ -346,11 +346,23 @@ def load_result(path: str | os.PathLike) -> AlphaNetResult:
     -------
     AlphaNetResult
 
+    Every size is checked against the file's own arrays before anything is
+    allocated: each entry's ``.npy`` header against the entry's size in the
+    zip, their total against the memory this process may have, and
+    ``meta.splits.n_classes`` against ``W``'s rows; class ids must be JSON
+    integers, the metadata at most 64 levels deep, ``W`` non-empty, and no
+    neighbour may repeat within a row.
+
     Raises
     ------
-    ValueError
-        The file is missing, damaged (zip CRC), not an AlphaNet result of a
-        known version, or any check above fails; the message names the entry.
+    ArgumentError
+        (a ``ValueError``, ``.argument == "path"``) The file is missing, not a
+        regular file (a FIFO is refused without being opened, a device
+        without being read), damaged (zip CRC), not an AlphaNet result of a
+        known version, or any check above fails; the message names the file
+        and the entry.
+    TypeError
+        ``path`` is not a path.
 
     Examples
     --------

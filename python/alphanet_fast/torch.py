@@ -232,8 +232,9 @@ def extract(
         Write the features to this ``.npy`` file (suffix added if missing) and
         the labels beside it (``feats.npy`` -> ``feats.labels.npy``), batch by
         batch, so the data need not fit in memory; both are written to
-        temporary names and renamed when complete. The returned features are
-        then a read-only memory map of the file.
+        temporary names, created exclusively (never through a link), and
+        renamed together when complete: after an error neither file is left.
+        The returned features are then a read-only memory map of the file.
     device : str or torch.device, default "auto"
         ``"auto"``: where the model's parameters are (nothing is moved).
         Otherwise the model is moved there for the call and moved back.

@@ -251,7 +251,11 @@ def tau_norm(
     Raises
     ------
     ValueError
-        Neither ``tau`` nor ``val``, an empty grid, a non-finite value, bad shapes.
+        Neither ``tau`` nor ``val``, an empty grid, a non-finite value, bad
+        shapes, or a tau that takes a class's weights or bias beyond ``W``'s
+        dtype (to infinity, or a non-zero row to zero), named as ``tau`` (or
+        ``taus`` when chosen on validation; a grid value that overflows is
+        never chosen over one that does not, and its ``val_accuracy`` is -1).
     TypeError
         Non-numeric ``tau``/``taus``, a malformed ``val``.
 
@@ -332,7 +336,8 @@ def logit_adjust(
     ------
     ValueError
         A class without training samples (its log-frequency is -inf), neither
-        ``tau`` nor ``val``, bad shapes or values.
+        ``tau`` nor ``val``, bad shapes or values, or a tau that takes a bias
+        beyond ``W``'s dtype (named as ``tau``, or ``taus`` when searched).
     TypeError
         Non-numeric ``tau``/``taus``, a malformed ``val``.
 

@@ -83,17 +83,18 @@ def _show_progress(progress: Any) -> bool:
 
 def _check_network_size(n_few: int, d: int, settings: Settings) -> None:
     """Refuse a network whose parameters, gradients and optimizer state (4 float32
-    copies) could not fit in the machine's memory, before torch tries."""
+    copies) could not fit in the memory this process may have, before torch tries."""
     widths = [(settings.k + 1) * d, *settings.hidden, settings.k]
     params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
     widest = max(widths[1:])
     need = 4 * (4 * params + 4 * n_few * widest * len(widths))
     limit, what = memory_limit()
     if need > limit:
-        raise ValueError(
-            f"hidden: a network of widths {tuple(settings.hidden)} on {widths[0]:,} inputs "
+        raise fail(
+            "hidden",
+            f"a network of widths {tuple(settings.hidden)} on {widths[0]:,} inputs "
             f"would need {need / 2**30:,.1f} GiB for its parameters, gradients and "
-            f"optimizer state, more than the {limit / 2**30:,.1f} GiB of {what}"
+            f"optimizer state, more than the {limit / 2**30:,.1f} GiB of {what}",
         )
 
 
@@ -356,7 +357,7 @@ def correct(
         ``[0, C)``, NaN or infinity (first bad row named), no base class, a few
         class without training samples (and no ``neighbors``), ``k`` larger
         than the number of base classes, bad hyperparameter values, a ``rho``
-        or ``hidden`` too large for the machine's memory, or training that
+        or ``hidden`` too large for the memory this process may have, or training that
         diverged (non-finite coefficients: lower ``lr`` or ``score_scale``).
 
     Warns
@@ -385,8 +386,9 @@ def correct(
     otherwise each epoch scores the validation rows against the corrected few
     rows instead. A float32, C-ordered ``W`` is read in place; other dtypes or
     orders are copied once as float32. A ``rho`` whose draws, or a ``hidden``
-    whose network, could not fit in the machine's physical memory is refused
-    before anything is allocated; a ``batch_size`` above an epoch's samples
+    whose network, could not fit in the memory this process may have (the
+    machine's, the cgroup's limit, what ``RLIMIT_AS``/``RLIMIT_DATA`` leave) is
+    refused before anything is allocated; a ``batch_size`` above an epoch's samples
     trains on the whole epoch at once.
 
     For the duration of the call, torch runs on one intra-op thread (on a
