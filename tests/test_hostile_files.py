@@ -329,3 +329,28 @@ def test_a_valid_result_still_loads_and_a_non_path_is_a_type_error(tmp_path):
     np.testing.assert_array_equal(back.neighbors, small_result().neighbors)
     with pytest.raises(TypeError, match="path"):
         load_result(3.5)
+
+
+def forged_npy(shape, dtype=np.float64) -> bytes:
+    """A ``.npy`` whose header claims ``shape`` but which holds three values."""
+    import io
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(3, dtype=dtype))
+    header["shape"] = shape
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + np.zeros(3, dtype=dtype).tobytes()
+
+
+def test_data_files_whose_headers_lie_are_refused_before_allocating(tmp_path):
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as zf:
+        zf.writestr("features.npy", forged_npy((10**6, 10**6)))
+        zf.writestr("labels.npy", forged_npy((3,), np.int64))
+    with pytest.raises(InputError, match="entry 'features': its header claims shape"):
+        load_data(tmp_path / "d.npz")
+    (tmp_path / "y.npy").write_bytes(forged_npy((10**12,), np.int64))
+    with pytest.raises(InputError, match="y.npy"):
+        load_labels(tmp_path / "y.npy")
+    (tmp_path / "nb.npy").write_bytes(forged_npy((10**6, 10**6), np.int64))
+    with pytest.raises(InputError, match="nb.npy"):
+        load_neighbors(tmp_path / "nb.npy")

@@ -15,7 +15,6 @@ Every problem raises :class:`~alphanet_fast.ArgumentError` for the argument
 from __future__ import annotations
 
 import json
-import math
 import os
 import zipfile
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 
 from alphanet_fast._errors import ArgumentError, fail
 from alphanet_fast._memory import memory_limit
-from alphanet_fast.files.formats import check_zip, not_regular, one_line
+from alphanet_fast.files.formats import check_zip, not_regular, npz_member_bytes, one_line
 
 __all__ = ["MAX_DEPTH", "bad", "fspath", "parse_json", "read_entries"]
 
@@ -38,33 +37,11 @@ def bad(path: str, entry: str, what: str) -> ArgumentError:
 
 
 def _member_size(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> int:
-    """The bytes the member's ``.npy`` header says its array has, checked against the
-    member's size: a header that claims more than the member holds is refused."""
-    name = info.filename.removesuffix(".npy")
+    """The member's array bytes, its header checked against its size."""
     try:
-        with zf.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            read_header = {
-                (1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0,
-            }.get(version)
-            if read_header is None:
-                raise ValueError(f"unsupported .npy version {version}")
-            shape, _, dtype = read_header(f)
-            header_bytes = f.tell()
-    except Exception as exc:  # a malformed header: numpy raises several kinds
-        raise bad(path, name, f"not a readable array ({one_line(exc)})") from None
-    if dtype.hasobject:
-        raise bad(path, name, "holds Python objects, which are never loaded")
-    data_bytes = math.prod(shape) * dtype.itemsize
-    if header_bytes + data_bytes != info.file_size:
-        raise bad(
-            path,
-            name,
-            f"its header claims shape {tuple(shape)} of {dtype} ({data_bytes:,} bytes), "
-            f"but the entry holds {max(0, info.file_size - header_bytes):,} bytes",
-        )
-    return data_bytes
+        return npz_member_bytes(zf, info)
+    except Exception as exc:  # a malformed or forged header: numpy raises several kinds
+        raise bad(path, info.filename.removesuffix(".npy"), one_line(exc)) from None
 
 
 def read_entries(path: str) -> dict[str, np.ndarray]:

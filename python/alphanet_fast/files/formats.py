@@ -24,6 +24,7 @@ with one line that names the file and what is wrong.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -48,6 +49,7 @@ __all__ = [
     "existing_file",
     "format_of",
     "not_regular",
+    "npz_member_bytes",
     "listing",
     "one_line",
     "read_entries",
@@ -197,7 +199,48 @@ def _load_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, str] | None
         raise InputError(f"{path}: not a readable safetensors file ({one_line(exc)})") from None
 
 
+def npz_member_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+    """The bytes a ``.npz`` member's ``.npy`` header says its array holds.
+
+    Raises ``ValueError`` when the header is malformed, holds Python objects,
+    or claims more (or less) than the member's size in the zip: checked before
+    numpy allocates what a forged header asks for.
+    """
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        readers = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }
+        if version not in readers:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, _, dtype = readers[version](f)
+        header_bytes = f.tell()
+    if dtype.hasobject:
+        raise ValueError("holds Python objects, which are never loaded")
+    data_bytes = math.prod(shape) * dtype.itemsize
+    if header_bytes + data_bytes != info.file_size:
+        raise ValueError(
+            f"its header claims shape {tuple(shape)} of {dtype} ({data_bytes:,} bytes), "
+            f"but the entry holds {max(0, info.file_size - header_bytes):,} bytes"
+        )
+    return data_bytes
+
+
 def _npz_entries(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.endswith(".npy"):
+                    try:
+                        npz_member_bytes(zf, info)
+                    except Exception as exc:
+                        name = info.filename.removesuffix(".npy")
+                        raise InputError(f"{path}: entry {name!r}: {one_line(exc)}") from None
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -206,9 +249,14 @@ def _npz_entries(path: Path) -> dict[str, np.ndarray]:
 
 
 def read_npy(path: Path, *, mmap: bool) -> np.ndarray:
-    """A ``.npy`` array without pickles; a read-only memory map when ``mmap``."""
+    """A ``.npy`` array without pickles; a read-only memory map when ``mmap``.
+
+    Read through a memory map either way, so a header claiming more than the
+    file holds is an error before anything is allocated.
+    """
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        return mapped if mmap else np.array(mapped)
     except Exception as exc:
         raise InputError(f"{path}: not a readable .npy file ({one_line(exc)})") from None
 
