@@ -18,7 +18,7 @@ import pytest
 import torch
 from alphanet_fast import cli
 from alphanet_fast.datasets import make_long_tail
-from alphanet_fast.files._atomic import atomic_write, remove_stale_temps
+from alphanet_fast.files._atomic import atomic_write, remove_stale_temps, temp_name
 from alphanet_fast.files._paths import resolved, same_file
 
 EPOCHS = "1"
@@ -240,8 +240,8 @@ def test_sigterm_during_a_command_exits_143_without_temp_files(files, tmp_path):
 def test_leftovers_of_killed_runs_are_removed_by_the_next_write(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
-    stale = tmp_path / f".out.npz.{dead.stdout.strip()}.0123abcd.tmp"
-    live = tmp_path / f".out.npz.{os.getpid()}.89abcdef.tmp"  # a run writing now
+    stale = temp_name(tmp_path / "out.npz", pid=int(dead.stdout))
+    live = temp_name(tmp_path / "out.npz")  # a run writing now
     stale.write_bytes(b"half")
     live.write_bytes(b"half")
     with atomic_write(tmp_path / "out.npz") as tmp:

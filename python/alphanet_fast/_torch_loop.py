@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from alphanet_fast._errors import fail
-from alphanet_fast.files._npy_stream import NpyWriter, labels_path_for
+from alphanet_fast.files._npy_stream import NpyWriter, commit_together, labels_path_for
 
 
 def target_device(model: nn.Module, device: Any) -> torch.device:
@@ -120,6 +120,11 @@ def labels_of(labels: Any, i: int) -> np.ndarray:
             f"expected one label per sample, found shape {arr.shape} "
             f"in batch {i} (one-hot or soft labels are not class ids)",
         )
+    # Floats at or beyond 2**63 (or infinite) would wrap to the smallest int64.
+    beyond = np.flatnonzero(np.abs(arr) >= 2**63) if arr.dtype.kind in "uf" else ()
+    if len(beyond):
+        j = int(beyond[0])
+        raise fail("labels", f"label {arr[j].item()!r} of batch {i} is not a class id", row=j)
     return arr.astype(np.int64)
 
 
@@ -177,8 +182,7 @@ class Sink:
         if self.writers is None:
             return np.concatenate(self.chunks), np.concatenate(self.labels)
         feats, labels = self.writers
-        labels.close()
-        feats.close()
+        commit_together(self.writers)
         return np.load(feats.path, mmap_mode="r"), np.load(labels.path)
 
     def abort(self) -> None:

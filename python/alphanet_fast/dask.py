@@ -32,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from alphanet_fast import _core, kernels
 from alphanet_fast._errors import fail
 from alphanet_fast._rows import RowSource
+from alphanet_fast._validation import float_dtype_of
 from alphanet_fast.typing import ArrayLike, FeaturesLike, LabelsLike, WeightsLike
 
 __all__ = ["class_means", "class_sums", "correct", "evaluate", "is_dask_array", "topk_scores"]
@@ -136,6 +137,19 @@ def _tree(parts: list) -> Any:
     return parts[0]
 
 
+def _classes_from_labels(labels: Any) -> int:
+    """``labels.max() + 1``, with a label that is no class id (NaN, 1.5, 1e30) named."""
+    top = labels.max().compute() if is_dask_array(labels) else np.max(np.asarray(labels))
+    value = top.item() if isinstance(top, np.generic) else top
+    if isinstance(value, float) and value != value:
+        raise fail("labels", "contains NaN; expected integer class ids")
+    if isinstance(value, float) and np.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or not -1 <= value < 2**63 - 1:
+        raise fail("labels", f"the largest label is {value!r}; expected integer class ids")
+    return int(value) + 1
+
+
 def class_sums(features: da.Array, labels: da.Array | ArrayLike, n_classes: int | None = None):
     """Per-class float64 sums and counts of a dask array of features.
 
@@ -161,8 +175,7 @@ def class_sums(features: da.Array, labels: da.Array | ArrayLike, n_classes: int 
     """
     xs, ys = _row_blocks(features, labels)
     if n_classes is None:
-        top = labels.max().compute() if is_dask_array(labels) else np.max(np.asarray(labels))
-        n_classes = int(top) + 1
+        n_classes = _classes_from_labels(labels)
     parts = [dask.delayed(kernels.class_sums)(x, y, n_classes) for x, y in zip(xs, ys)]
     sums, counts = _tree(parts).compute()
     return sums, counts
@@ -174,7 +187,9 @@ def class_means(features: da.Array, labels: da.Array | ArrayLike, n_classes: int
     Returns
     -------
     means : ndarray, shape (n_classes, d)
-        In the features' dtype; NaN rows for classes with no rows.
+        In the dtype of the in-memory kernel's means (the features' float32 or
+        float64; float32 for float16, float64 for integers); NaN rows for
+        classes with no rows.
     counts : ndarray of int64, shape (n_classes,)
 
     Examples
@@ -187,13 +202,10 @@ def class_means(features: da.Array, labels: da.Array | ArrayLike, n_classes: int
            [4., 5.]])
     """
     sums, counts = class_sums(features, labels, n_classes)
-    if features.dtype in (np.float32, np.float64):
-        # The kernels' own division: the same means as the in-memory path.
-        return _core.means_from_sums(sums, counts, features.dtype == np.float64), counts
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts[:, None]
-    means[counts == 0] = np.nan
-    return means.astype(features.dtype, copy=False), counts
+    # The in-memory kernel's dtype (float16 -> float32, integers -> float64) and its
+    # own division: the same means as the in-memory path.
+    wide = float_dtype_of(np.empty(0, dtype=features.dtype), "features") == np.float64
+    return _core.means_from_sums(sums, counts, wide), counts
 
 
 def topk_scores(features: da.Array, W: WeightsLike, b: WeightsLike | None = None, k: int = 5):

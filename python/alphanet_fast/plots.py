@@ -19,7 +19,7 @@ import numpy as np
 
 from alphanet_fast._errors import fail
 from alphanet_fast.evaluation import OUTCOMES, SPLITS, EvaluationReport
-from alphanet_fast.files._atomic import atomic_write
+from alphanet_fast.files._atomic import atomic_write, open_temp
 
 __all__ = [
     "pearson_r",
@@ -49,8 +49,8 @@ def _figure(size: tuple[float, float], dpi: int) -> Any:
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     # No bbox_inches="tight": the image keeps exactly the requested pixel size.
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=fig.dpi)
+    with atomic_write(path) as tmp, open_temp(tmp) as f:
+        fig.savefig(f, format="png", dpi=fig.dpi)
     return Path(path)
 
 

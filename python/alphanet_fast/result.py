@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import fail
 from alphanet_fast._validation import float_matrix
 from alphanet_fast.files._atomic import json_default, write_npz
+from alphanet_fast.files._result_file import bad, fspath, parse_json, read_entries
+from alphanet_fast.files.formats import one_line
 from alphanet_fast.kernels import combine
 from alphanet_fast.splits import SPLIT_NAMES, Splits
 
@@ -241,27 +243,21 @@ class AlphaNetResult:
         write_npz(path, **arrays)
 
 
-def _bad(path: str, entry: str, what: str) -> ValueError:
-    return ValueError(f"{path}: {entry}: {what}")
-
-
 def _read_meta(path: str, data: dict[str, np.ndarray]) -> dict:
     if "meta" not in data:
-        raise ValueError(
+        raise fail(
+            "path",
             f"{path}: not an AlphaNet result (no 'meta' entry; not a result saved by "
-            "AlphaNetResult.save or 'correct --result')"
+            "AlphaNetResult.save or 'correct --result')",
         )
     raw = data["meta"]
     if raw.shape != () or raw.dtype.kind != "U":
-        raise _bad(path, "meta", f"expected a JSON string, found {raw.dtype} of shape {raw.shape}")
-    try:
-        meta = json.loads(str(raw[()]))
-    except json.JSONDecodeError as exc:
-        raise _bad(path, "meta", f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+        raise bad(path, "meta", f"expected a JSON string, found {raw.dtype} of shape {raw.shape}")
+    meta = parse_json(path, "meta", str(raw[()]))
     if not isinstance(meta, dict):
-        raise _bad(path, "meta", f"expected a JSON object, found {type(meta).__name__}")
+        raise bad(path, "meta", f"expected a JSON object, found {type(meta).__name__}")
     if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-        raise _bad(
+        raise bad(
             path,
             "meta",
             f"expected format {FORMAT!r} version {FORMAT_VERSION}, "
@@ -269,9 +265,9 @@ def _read_meta(path: str, data: dict[str, np.ndarray]) -> dict:
         )
     for key, kind in (("splits", dict), ("history", list), ("config", dict)):
         if not isinstance(meta.get(key), kind):
-            raise _bad(path, f"meta.{key}", f"expected a JSON {kind.__name__}")
+            raise bad(path, f"meta.{key}", f"expected a JSON {kind.__name__}")
     if not isinstance(meta.get("timings", {}), dict):
-        raise _bad(path, "meta.timings", "expected a JSON dict")
+        raise bad(path, "meta.timings", "expected a JSON dict")
     return meta
 
 
@@ -282,17 +278,17 @@ def _is_number(x: Any) -> bool:
 def _check_history(path: str, history: list, best_epoch: Any) -> int:
     for i, entry in enumerate(history):
         if not isinstance(entry, dict) or not _is_number(entry.get("loss")):
-            raise _bad(path, f"meta.history[{i}]", "expected an object with a numeric 'loss'")
+            raise bad(path, f"meta.history[{i}]", "expected an object with a numeric 'loss'")
         acc = entry.get("val_top1")
         if acc is not None and not (
             isinstance(acc, dict) and all(_is_number(acc.get(n)) for n in (*SPLIT_NAMES, "overall"))
         ):
-            raise _bad(path, f"meta.history[{i}].val_top1", "expected few/medium/many/overall")
+            raise bad(path, f"meta.history[{i}].val_top1", "expected few/medium/many/overall")
     if not isinstance(best_epoch, int) or isinstance(best_epoch, bool):
-        raise _bad(path, "meta.best_epoch", f"expected an integer, found {best_epoch!r}")
+        raise bad(path, "meta.best_epoch", f"expected an integer, found {best_epoch!r}")
     low = 1 if history else 0
     if not low <= best_epoch <= len(history):
-        raise _bad(
+        raise bad(
             path,
             "meta.best_epoch",
             f"expected {low} to {len(history)} (the epochs in the history), found {best_epoch}",
@@ -303,13 +299,48 @@ def _check_history(path: str, history: list, best_epoch: Any) -> int:
 _KINDS = {"W": "f", "b": "f", "alphas": "f", "neighbor_distances": "f"}
 
 
-def _check_arrays(path: str, arrays: dict[str, np.ndarray], splits: Splits) -> None:
-    C, F = splits.n_classes, splits.few.size
+def _check_dtypes(path: str, arrays: dict[str, np.ndarray]) -> None:
     for name, arr in arrays.items():
         kind = _KINDS.get(name, "iu")
         if arr.dtype.kind not in kind:
             want = "real floats" if kind == "f" else "integers"
-            raise _bad(path, name, f"expected {want}, found dtype {arr.dtype}")
+            raise bad(path, name, f"expected {want}, found dtype {arr.dtype}")
+    W = arrays["W"]
+    if W.ndim != 2 or 0 in W.shape:
+        raise bad(path, "W", f"expected a non-empty 2-d array, found shape {W.shape}")
+
+
+def _read_splits(path: str, raw: dict, arrays: dict[str, np.ndarray]) -> Splits:
+    """``meta.splits``, checked against the file's own arrays before anything is
+    allocated: ``n_classes`` equal to W's rows, class ids JSON integers in range."""
+    count, W = raw.get("n_classes"), arrays["W"]
+    n_classes = W.shape[0]
+    if not isinstance(count, int) or isinstance(count, bool) or count != n_classes:
+        if isinstance(count, int) and (count,) == arrays["b"].shape == arrays["counts"].shape:
+            # The metadata agrees with b and counts: W is the odd one out.
+            raise bad(path, "W", f"expected shape {(count, W.shape[1])}, found {W.shape}")
+        raise bad(
+            path, "meta.splits.n_classes", f"expected {n_classes} (W's rows), found {count!r}"
+        )
+    for name in SPLIT_NAMES:
+        ids = raw.get(name)
+        if not isinstance(ids, list):
+            raise bad(path, f"meta.splits.{name}", "expected a JSON list of class ids")
+        for i, c in enumerate(ids):
+            if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < n_classes:
+                raise bad(
+                    path,
+                    f"meta.splits.{name}[{i}]",
+                    f"expected an integer class id in [0, {n_classes}), found {c!r}",
+                )
+    try:
+        return Splits.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise bad(path, "meta.splits", one_line(exc)) from None
+
+
+def _check_arrays(path: str, arrays: dict[str, np.ndarray], splits: Splits) -> None:
+    C, F = splits.n_classes, splits.few.size
     W, nb = arrays["W"], arrays["neighbors"]
     k = nb.shape[1] if nb.ndim == 2 else -1
     shapes = {
@@ -323,20 +354,23 @@ def _check_arrays(path: str, arrays: dict[str, np.ndarray], splits: Splits) -> N
     }
     for name, shape in shapes.items():
         if arrays[name].shape != shape or -1 in shape:
-            raise _bad(path, name, f"expected shape {shape}, found {arrays[name].shape}")
+            raise bad(path, name, f"expected shape {shape}, found {arrays[name].shape}")
     for name in ("W", "b", "alphas"):
         if not np.isfinite(arrays[name]).all():
-            raise _bad(path, name, "contains NaN or infinity")
+            raise bad(path, name, "contains NaN or infinity")
     if np.isinf(arrays["neighbor_distances"]).any():
-        raise _bad(path, "neighbor_distances", "contains infinity")
+        raise bad(path, "neighbor_distances", "contains infinity")
     if not np.array_equal(arrays["few_classes"], splits.few):
-        raise _bad(path, "few_classes", "differs from the splits' few classes (or repeats one)")
+        raise bad(path, "few_classes", "differs from the splits' few classes (or repeats one)")
     if (arrays["counts"] < 0).any():
-        raise _bad(path, "counts", "contains a negative count")
+        raise bad(path, "counts", "contains a negative count")
     if nb.size and not np.isin(nb, splits.base).all():
-        raise _bad(path, "neighbors", "contains a class that is not a base (medium or many) class")
+        raise bad(path, "neighbors", "contains a class that is not a base (medium or many) class")
+    repeats = np.flatnonzero((np.diff(np.sort(nb, axis=1), axis=1) == 0).any(axis=1))
+    if repeats.size:
+        raise bad(path, "neighbors", f"row {int(repeats[0])} names one class twice")
     if F and not (arrays["alphas"][:, 0] == 1).all():
-        raise _bad(path, "alphas", "column 0 (the few class's own weight) must be 1")
+        raise bad(path, "alphas", "column 0 (the few class's own weight) must be 1")
 
 
 def load_result(path: str | os.PathLike) -> AlphaNetResult:
@@ -357,11 +391,23 @@ def load_result(path: str | os.PathLike) -> AlphaNetResult:
     -------
     AlphaNetResult
 
+    Every size is checked against the file's own arrays before anything is
+    allocated: each entry's ``.npy`` header against the entry's size in the
+    zip, their total against the memory this process may have, and
+    ``meta.splits.n_classes`` against ``W``'s rows; class ids must be JSON
+    integers, the metadata at most 64 levels deep, ``W`` non-empty, and no
+    neighbour may repeat within a row.
+
     Raises
     ------
-    ValueError
-        The file is missing, damaged (zip CRC), not an AlphaNet result of a
-        known version, or any check above fails; the message names the entry.
+    ArgumentError
+        (a ``ValueError``, ``.argument == "path"``) The file is missing, not a
+        regular file (a FIFO is refused without being opened, a device
+        without being read), damaged (zip CRC), not an AlphaNet result of a
+        known version, or any check above fails; the message names the file
+        and the entry.
+    TypeError
+        ``path`` is not a path.
 
     Examples
     --------
@@ -380,26 +426,15 @@ def load_result(path: str | os.PathLike) -> AlphaNetResult:
     >>> bool((back.W[back.few_classes] != d.W[back.few_classes]).any())
     True
     """
-    from alphanet_fast.files.formats import check_zip, one_line
-
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise ValueError(f"{p}: no such file")
-    check_zip(Path(p))
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            entries = {name: data[name] for name in data.files}
-    except Exception as exc:  # BadZipFile, OSError, pickled data ... from a damaged file
-        raise ValueError(f"{p}: not a readable result file ({one_line(exc)})") from None
+    p = fspath(path)
+    entries = read_entries(p)
     meta = _read_meta(p, entries)
     missing = [name for name in _ARRAYS if name not in entries]
     if missing:
-        raise _bad(p, ", ".join(missing), "missing from the file")
+        raise bad(p, ", ".join(missing), "missing from the file")
     arrays = {name: entries[name] for name in _ARRAYS}
-    try:
-        splits = Splits.from_dict(meta["splits"])
-    except (TypeError, ValueError) as exc:
-        raise _bad(p, "meta.splits", one_line(exc)) from None
+    _check_dtypes(p, arrays)
+    splits = _read_splits(p, meta["splits"], arrays)
     best_epoch = _check_history(p, meta["history"], meta.get("best_epoch"))
     _check_arrays(p, arrays, splits)
     return AlphaNetResult(
@@ -419,8 +454,8 @@ def _check_val_baselines(path: str, value: Any) -> dict | None:
         return None
     keys = ("tau", *SPLIT_NAMES, "overall")
     if not isinstance(value, dict):
-        raise _bad(path, "meta.val_baselines", "expected a JSON object")
+        raise bad(path, "meta.val_baselines", "expected a JSON object")
     for name, figures in value.items():
         if not (isinstance(figures, dict) and all(_is_number(figures.get(k)) for k in keys)):
-            raise _bad(path, f"meta.val_baselines.{name}", f"expected numbers {', '.join(keys)}")
+            raise bad(path, f"meta.val_baselines.{name}", f"expected numbers {', '.join(keys)}")
     return value

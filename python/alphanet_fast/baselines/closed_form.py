@@ -172,7 +172,18 @@ def _choose(
     values = grid(taus, "taus")
     vx, vy = check_val(val, inp.W.shape[1], inp.W.shape[0])
     scales, shifts = candidates(values)
-    acc = candidate_accuracies(vx, vy, inp.W, scales, shifts)
+    with np.errstate(over="ignore", invalid="ignore"):
+        acc = candidate_accuracies(vx, vy, inp.W, scales, shifts)
+    # A candidate whose scales or shifts overflow (or scales underflow to zero) is
+    # never chosen over one that does not; a chosen one is refused by _in_range.
+    overflow = np.zeros(values.size, dtype=bool)
+    for part in (scales, shifts):
+        if part is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                overflow |= ~np.isfinite(part.astype(inp.W.dtype)).all(axis=1)
+    if scales is not None:
+        overflow |= (scales == 0).any(axis=1)
+    acc = np.where(overflow, -1.0, acc)
     best = int(np.argmax(acc))
     chosen = {
         "tau_source": "validation",
@@ -193,9 +204,12 @@ def tau_norm_candidates(
     the biases are the scores of the tau-normalised classifier.
     """
     norms = np.linalg.norm(W.astype(np.float64), axis=1)
-    f = np.where(norms > 0, norms, 1.0)[None, :] ** -values[:, None]
     b64 = b.astype(np.float64)
-    return f, (f * b64 if bias == "scale" else np.broadcast_to(b64, f.shape))
+    # Overflow is allowed here: a chosen tau that leaves the dtype's range is
+    # refused by _in_range, and one that overflows is never chosen.
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        f = np.where(norms > 0, norms, 1.0)[None, :] ** -values[:, None]
+        return f, (f * b64 if bias == "scale" else np.broadcast_to(b64, f.shape))
 
 
 def logit_adjust_candidates(
@@ -204,7 +218,32 @@ def logit_adjust_candidates(
     """Logit adjustment's biases ``b_c - tau log(pi_c)`` for every tau of ``values``
     (no column factors: ``W`` is unchanged). Every class needs training samples."""
     log_pi = np.log(counts / counts.sum())
-    return None, b.astype(np.float64) - np.outer(values, log_pi)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked once tau is chosen
+        return None, b.astype(np.float64) - np.outer(values, log_pi)
+
+
+def _in_range(
+    arrays: dict[str, np.ndarray], dtype: np.dtype, tau: float, chosen: dict, nonzero: Any = None
+) -> None:
+    """Refuse a tau whose weights or biases leave ``dtype``'s range (infinity or NaN),
+    or that turns a non-zero weight row (``nonzero``) into zeros."""
+    argument = "tau" if chosen.get("tau_source") == "given" else "taus"
+    for name, arr in arrays.items():
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            narrow = arr.astype(dtype)
+        bad = ~np.isfinite(narrow).reshape(narrow.shape[0], -1).all(axis=1)
+        if name == "weights" and nonzero is not None:
+            bad |= nonzero & ~narrow.any(axis=1)  # underflow: every score would tie
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            c = int(rows[0])
+            raise fail(
+                argument,
+                f"tau={tau:g} takes the {name} of class {c} beyond {np.dtype(dtype)}'s range "
+                "(to infinity, NaN or zero); use a tau of smaller magnitude",
+                row=c,
+                value=tau,
+            )
 
 
 def tau_norm(
@@ -250,7 +289,11 @@ def tau_norm(
     Raises
     ------
     ValueError
-        Neither ``tau`` nor ``val``, an empty grid, a non-finite value, bad shapes.
+        Neither ``tau`` nor ``val``, an empty grid, a non-finite value, bad
+        shapes, or a tau that takes a class's weights or bias beyond ``W``'s
+        dtype (to infinity, or a non-zero row to zero), named as ``tau`` (or
+        ``taus`` when chosen on validation; a grid value that overflows is
+        never chosen over one that does not, and its ``val_accuracy`` is -1).
     TypeError
         Non-numeric ``tau``/``taus``, a malformed ``val``.
 
@@ -273,10 +316,15 @@ def tau_norm(
     chosen_tau, chosen = _choose(inp, tau, taus, val, candidates)
     f = candidates(np.array([chosen_tau]))[0][0]
     dtype = inp.W.dtype
+    nonzero = np.linalg.norm(inp.W.astype(np.float64), axis=1) > 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        W_new = inp.W.astype(np.float64) * f[:, None]
+        b_new = b64 * f if bias == "scale" else b64
+    _in_range({"weights": W_new, "bias": b_new}, dtype, chosen_tau, chosen, nonzero=nonzero)
     return BaselineResult(
         method="tau_norm",
-        W=np.ascontiguousarray(inp.W * f[:, None], dtype=dtype),
-        b=(b64 * f if bias == "scale" else b64).astype(dtype),
+        W=np.ascontiguousarray(W_new, dtype=dtype),
+        b=b_new.astype(dtype),
         settings={"tau": chosen_tau, "bias": bias, **chosen},
     )
 
@@ -319,7 +367,8 @@ def logit_adjust(
     ------
     ValueError
         A class without training samples (its log-frequency is -inf), neither
-        ``tau`` nor ``val``, bad shapes or values.
+        ``tau`` nor ``val``, bad shapes or values, or a tau that takes a bias
+        beyond ``W``'s dtype (named as ``tau``, or ``taus`` when searched).
     TypeError
         Non-numeric ``tau``/``taus``, a malformed ``val``.
 
@@ -341,9 +390,12 @@ def logit_adjust(
 
     chosen_tau, chosen = _choose(inp, tau, taus, val, candidates)
     dtype = inp.W.dtype
+    with np.errstate(over="ignore", invalid="ignore"):
+        b_new = b64 - chosen_tau * log_pi
+    _in_range({"bias": b_new}, dtype, chosen_tau, chosen)
     return BaselineResult(
         method="logit_adjust",
         W=np.array(inp.W, dtype=dtype, order="C", copy=True),
-        b=(b64 - chosen_tau * log_pi).astype(dtype),
+        b=b_new.astype(dtype),
         settings={"tau": chosen_tau, **chosen},
     )

@@ -124,8 +124,11 @@ def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
 
 
 def _seed(seed: Any) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise fail("seed", f"expected a non-negative integer, found {seed!r}", value=seed)
+    # torch's generators take seeds below 2**64, numpy's any size: [0, 2**63) suits both.
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise fail("seed", f"expected an integer, found {seed!r}", value=seed, type_error=True)
+    if not 0 <= seed < 2**63:
+        raise fail("seed", f"expected an integer in [0, 2**63), found {seed!r}", value=seed)
     return int(seed)
 
 

@@ -34,6 +34,7 @@ The settings' flags take their defaults from
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -67,6 +68,29 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _fill_closed_streams() -> None:
+    """Put ``/dev/null`` on a standard descriptor the caller closed (``>&-``).
+
+    Otherwise Python leaves ``sys.stdout`` None (a flush would raise), and the
+    next file opened would get descriptor 1, so anything written to standard
+    output would land in it. Output to a closed stream is dropped, as to a
+    closed pipe.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            fresh = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if fresh != fd:  # a lower descriptor was closed too and took it
+                os.dup2(fresh, fd)
+                os.close(fresh)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "r" if fd == 0 else "w"))  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``alphanet-fast`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 
@@ -93,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["neighbors", "train.npz", "-k", "two"])
     2
     """
+    _fill_closed_streams()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

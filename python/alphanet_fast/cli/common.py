@@ -247,7 +247,12 @@ def load_result_checked(path: Path, n_classes: int | None = None):
     """A saved result, checked against the classifier's class count."""
     from alphanet_fast.result import load_result
 
-    res = load_result(path)
+    try:
+        res = load_result(path)
+    except ArgumentError as exc:  # "path: FILE: what": the file names itself
+        if exc.argument != "path":
+            raise
+        raise InputError(str(exc).removeprefix("path: ")) from None
     if n_classes is not None and res.splits.n_classes != n_classes:
         raise InputError(
             f"{path}: the result is for {res.splits.n_classes} classes, the classifier has "

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alphanet_fast._memory import memory_limit_bytes
 from alphanet_fast.files.data_files import InputError, class_names_of, load_class_names
 from alphanet_fast.settings import DISTANCES
 
@@ -91,13 +91,6 @@ def splits_and_neighbors(X: np.ndarray, y: np.ndarray, n_classes: int, args: arg
     return splits, (nb.few, nb.classes), nb.distances, counts
 
 
-def _memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not on every platform
-        return None
-
-
 def class_count(y: np.ndarray, d: int, given: int | None, source: Path) -> int:
     """The number of classes: ``given``, else the largest label + 1, checked before allocating.
 
@@ -116,8 +109,7 @@ def class_count(y: np.ndarray, d: int, given: int | None, source: Path) -> int:
             "--n-classes (or --class-names) if there really are that many classes"
         )
     C = top + 1 if given is None else given
-    memory = _memory_bytes()
-    if memory is not None and C * (d + 2) * 8 > memory:
+    if C * (d + 2) * 8 > memory_limit_bytes():
         raise InputError(f"--n-classes: {C} classes of {d}-d means would not fit in memory")
     return C
 

@@ -4,15 +4,44 @@ Two paths name the same file when their fully resolved forms are equal
 (symbolic links and ``..`` followed, also below a folder that does not exist
 yet: the longest existing prefix is resolved and the rest appended), or when
 both exist and share ``(st_dev, st_ino)`` (hard links).
+
+Every file this process reads as an input is noted (:func:`note_input`), so
+that the clean-up of dead runs' temporary files never removes one
+(:func:`is_input`).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["check_outputs", "resolved", "same_file", "writable_folder"]
+__all__ = ["check_outputs", "is_input", "note_input", "resolved", "same_file", "writable_folder"]
+
+# (st_dev, st_ino) of every file read as an input by this process.
+_INPUTS: set[tuple[int, int]] = set()
+_INPUTS_LOCK = threading.Lock()
+
+
+def note_input(path: str | os.PathLike[str]) -> None:
+    """Remember ``path`` (an existing file) as an input of this process."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    with _INPUTS_LOCK:
+        _INPUTS.add((st.st_dev, st.st_ino))
+
+
+def is_input(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is (a link to) a file this process noted as an input."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    with _INPUTS_LOCK:
+        return (st.st_dev, st.st_ino) in _INPUTS
 
 
 def resolved(path: str | os.PathLike[str]) -> Path:
@@ -86,6 +115,8 @@ def check_outputs(
     """
     outs = [(label, Path(p), folder) for label, p, folder in outputs]
     ins = [(label, Path(p)) for label, p in inputs]
+    for _, inp in ins:
+        note_input(inp)
     for i, (label, out, folder) in enumerate(outs):
         for in_label, inp in ins:
             if same_file(out, inp):

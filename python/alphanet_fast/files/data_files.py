@@ -18,6 +18,7 @@ Every problem raises :class:`~alphanet_fast.files.formats.InputError` (a
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -242,9 +243,11 @@ def load_labels(
         return _labels_from(read_npy(p, mmap=False), str(p), n_rows)
     if fmt.name == "text":
         try:
-            values = np.loadtxt(
+            values = _loadtxt(
                 p, dtype=np.float64, delimiter="," if p.suffix == ".csv" else None, ndmin=1
             )
+        except InputError:
+            raise
         except Exception as exc:
             raise InputError(
                 f"{p}: expected one integer label per line ({one_line(exc)})"
@@ -253,6 +256,16 @@ def load_labels(
     entries = read_entries(p)
     key = _pick(entries, p, labels_key, _key_names(split)[1], "labels")
     return _labels_from(entries[key], f"{p} [{key}]", n_rows)
+
+
+def _loadtxt(path: Path, **kwargs: Any) -> np.ndarray:
+    """``np.loadtxt`` with an empty file an :class:`InputError` (numpy only warns)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*input contained no data")
+        values = np.loadtxt(path, **kwargs)
+    if values.size == 0:
+        raise InputError(f"{path}: empty, expected one entry per line")
+    return values
 
 
 def load_lines(
@@ -395,7 +408,7 @@ def load_neighbors(path: str | os.PathLike[str]) -> np.ndarray:
     """
     p = existing_file(path)
     try:
-        nb = read_npy(p, mmap=False) if p.suffix == ".npy" else np.loadtxt(p, ndmin=2)
+        nb = read_npy(p, mmap=False) if p.suffix == ".npy" else _loadtxt(p, ndmin=2)
     except InputError:
         raise
     except Exception as exc:  # numpy raises several kinds for a malformed file

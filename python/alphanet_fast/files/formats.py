@@ -24,8 +24,11 @@ with one line that names the file and what is wrong.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from alphanet_fast._errors import fail
+from alphanet_fast.files._atomic import open_temp
+from alphanet_fast.files._paths import note_input
+
 __all__ = [
     "FORMATS",
     "Format",
@@ -41,6 +48,8 @@ __all__ = [
     "check_zip",
     "existing_file",
     "format_of",
+    "not_regular",
+    "npz_member_bytes",
     "listing",
     "one_line",
     "read_entries",
@@ -60,13 +69,44 @@ def one_line(exc: BaseException) -> str:
     return text[:200] if text else type(exc).__name__
 
 
+_KINDS = (
+    (stat.S_ISDIR, "is a directory"),
+    (stat.S_ISFIFO, "is a FIFO (named pipe)"),
+    (stat.S_ISCHR, "is a character device"),
+    (stat.S_ISBLK, "is a block device"),
+    (stat.S_ISSOCK, "is a socket"),
+)
+
+
+def not_regular(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not an existing regular file (links followed), or None if it is.
+
+    Only ``stat`` is called: a FIFO is never opened, so no read blocks.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((text for test, text in _KINDS if test(mode)), "is not a regular file")
+    return f"{kind}, expected a regular file (save the data to a file first)"
+
+
 def existing_file(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a Path; :class:`InputError` if it is missing or a directory."""
+    """``path`` as a Path, noted as an input of this process.
+
+    Raises :class:`InputError` if it is missing or not a regular file: a
+    directory, a FIFO (which could block for ever), a device such as
+    ``/dev/zero`` (which never ends) or a socket is refused before it is opened.
+    """
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory, expected a file")
+    problem = not_regular(p)
+    if problem is not None:
+        raise InputError(f"{p}: {problem}")
+    note_input(p)
     return p
 
 
@@ -118,7 +158,10 @@ def _load_torch(path: Path) -> Any:
 
     check_zip(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A file of another pickle protocol: the load succeeds or fails with its reason.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's message is a paragraph; keep only the reason it names.
         text = " ".join(str(exc).split())
@@ -156,7 +199,48 @@ def _load_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, str] | None
         raise InputError(f"{path}: not a readable safetensors file ({one_line(exc)})") from None
 
 
+def npz_member_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+    """The bytes a ``.npz`` member's ``.npy`` header says its array holds.
+
+    Raises ``ValueError`` when the header is malformed, holds Python objects,
+    or claims more (or less) than the member's size in the zip: checked before
+    numpy allocates what a forged header asks for.
+    """
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        readers = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }
+        if version not in readers:
+            raise ValueError(f"unsupported .npy version {version}")
+        shape, _, dtype = readers[version](f)
+        header_bytes = f.tell()
+    if dtype.hasobject:
+        raise ValueError("holds Python objects, which are never loaded")
+    data_bytes = math.prod(shape) * dtype.itemsize
+    if header_bytes + data_bytes != info.file_size:
+        raise ValueError(
+            f"its header claims shape {tuple(shape)} of {dtype} ({data_bytes:,} bytes), "
+            f"but the entry holds {max(0, info.file_size - header_bytes):,} bytes"
+        )
+    return data_bytes
+
+
 def _npz_entries(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.endswith(".npy"):
+                    try:
+                        npz_member_bytes(zf, info)
+                    except Exception as exc:
+                        name = info.filename.removesuffix(".npy")
+                        raise InputError(f"{path}: entry {name!r}: {one_line(exc)}") from None
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -165,9 +249,14 @@ def _npz_entries(path: Path) -> dict[str, np.ndarray]:
 
 
 def read_npy(path: Path, *, mmap: bool) -> np.ndarray:
-    """A ``.npy`` array without pickles; a read-only memory map when ``mmap``."""
+    """A ``.npy`` array without pickles; a read-only memory map when ``mmap``.
+
+    Read through a memory map either way, so a header claiming more than the
+    file holds is an error before anything is allocated.
+    """
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        return mapped if mmap else np.array(mapped)
     except Exception as exc:
         raise InputError(f"{path}: not a readable .npy file ({one_line(exc)})") from None
 
@@ -175,18 +264,32 @@ def read_npy(path: Path, *, mmap: bool) -> np.ndarray:
 # --------------------------------------------------------------------------- writers
 
 
+def _fits(new: np.ndarray, top: float, dtype_name: str) -> None:
+    """Refuse weights that the file's dtype cannot hold (they would be written as infinity)."""
+    over = np.abs(np.asarray(new, dtype=np.float64)) > top  # float64: no overflow in compare
+    rows = np.flatnonzero(over.reshape(over.shape[0], -1).any(axis=1))
+    if rows.size:
+        row = int(rows[0])
+        raise fail("W", f"row {row} holds a value beyond the file's {dtype_name} range", row=row)
+
+
 def _like(new: np.ndarray, old: Any) -> Any:
     """``new`` in the type and dtype of ``old`` (a numpy array or a torch tensor)."""
     if hasattr(old, "detach"):
         import torch
 
+        if old.dtype.is_floating_point:
+            _fits(new, torch.finfo(old.dtype).max, str(old.dtype).removeprefix("torch."))
         return torch.from_numpy(np.ascontiguousarray(new)).to(dtype=old.dtype)
-    return np.ascontiguousarray(new, dtype=np.asarray(old).dtype)
+    dtype = np.asarray(old).dtype
+    if dtype.kind == "f":
+        _fits(new, float(np.finfo(dtype).max), str(dtype))
+    return np.ascontiguousarray(new, dtype=dtype)
 
 
 def _write_npy(src: Path, updates: Mapping[str, np.ndarray], drop: Any, tmp: Path) -> None:
     W = updates[""]
-    with open(tmp, "wb") as f:  # a file object, so numpy adds no ".npy" to the name
+    with open_temp(tmp) as f:  # a file object, so numpy adds no ".npy" to the name
         np.save(f, _like(W, read_npy(src, mmap=False)), allow_pickle=False)
 
 
@@ -206,16 +309,17 @@ def _write_npz(src: Path, updates: Mapping[str, np.ndarray], drop: Any, tmp: Pat
     with zipfile.ZipFile(src) as zf:
         compressed = any(i.compress_type != zipfile.ZIP_STORED for i in zf.infolist())
     save = np.savez_compressed if compressed else np.savez
-    with open(tmp, "wb") as f:  # a file object, so numpy adds no ".npz" to the name
+    with open_temp(tmp) as f:  # a file object, so numpy adds no ".npz" to the name
         save(f, **entries)
 
 
 def _write_safetensors(src: Path, updates: Mapping[str, np.ndarray], drop: Any, tmp: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors, metadata = _load_safetensors(src)
     _updated(tensors, updates, drop)
-    save_file(tensors, str(tmp), metadata=metadata)
+    with open_temp(tmp) as f:
+        f.write(save(tensors, metadata=metadata))
 
 
 def _write_torch(src: Path, updates: Mapping[str, np.ndarray], drop: Any, tmp: Path) -> None:
@@ -243,7 +347,8 @@ def _write_torch(src: Path, updates: Mapping[str, np.ndarray], drop: Any, tmp: P
         real_key = next((k for k in parent if str(k) == path[-1]), path[-1])
         old = parent.get(real_key, _leaf(obj, anchor))
         parent[real_key] = _like(value, old)
-    torch.save(obj, tmp)
+    with open_temp(tmp) as f:
+        torch.save(obj, f)
 
 
 def _leaf(obj: Any, path: tuple[str, ...]) -> Any:

@@ -24,18 +24,14 @@ import torch
 
 from alphanet_fast._errors import fail
 from alphanet_fast._inputs import classifier_inputs, data_pair
+from alphanet_fast._memory import memory_limit
 from alphanet_fast.baselines.self_check import val_baselines
 from alphanet_fast.kernels import combine
 from alphanet_fast.neighbors import Neighbors, choose_neighbors
 from alphanet_fast.result import AlphaNetResult
 from alphanet_fast.settings import Settings
 from alphanet_fast.splits import Splits, splits_from_counts
-from alphanet_fast.training.sampling import (
-    Budgets,
-    current_budgets,
-    draw_epochs,
-    memory_limit_bytes,
-)
+from alphanet_fast.training.sampling import Budgets, current_budgets, draw_epochs
 from alphanet_fast.training.scoring import Feed, FrozenScores, weights_tensor
 from alphanet_fast.training.stopwatch import Stopwatch
 from alphanet_fast.training.trainer import (
@@ -89,17 +85,18 @@ def _show_progress(progress: Any) -> bool:
 
 def _check_network_size(n_few: int, d: int, settings: Settings) -> None:
     """Refuse a network whose parameters, gradients and optimizer state (4 float32
-    copies) could not fit in the machine's memory, before torch tries."""
+    copies) could not fit in the memory this process may have, before torch tries."""
     widths = [(settings.k + 1) * d, *settings.hidden, settings.k]
     params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
     widest = max(widths[1:])
     need = 4 * (4 * params + 4 * n_few * widest * len(widths))
-    if need > memory_limit_bytes():
+    limit, what = memory_limit()
+    if need > limit:
         raise fail(
             "hidden",
             f"a network of widths {tuple(settings.hidden)} on {widths[0]:,} inputs "
             f"would need {need / 2**30:,.1f} GiB for its parameters, gradients and "
-            f"optimizer state, more than this machine's {memory_limit_bytes() / 2**30:,.1f} GiB",
+            f"optimizer state, more than the {limit / 2**30:,.1f} GiB of {what}",
             value=settings.hidden,
         )
 
@@ -162,6 +159,24 @@ def _unchanged(W_arr, bias, splits, counts, config, settings, t_start) -> AlphaN
         config=config,
         timings={"total": time.perf_counter() - t_start},
     )
+
+
+def _in_dtype_of(W: Any, result: AlphaNetResult) -> AlphaNetResult:
+    """``result`` with ``W`` back in the caller's float16 (training ran in float32).
+
+    float16 rows go to float32 and back exactly, so only corrected rows can
+    change; one beyond float16's range is an error, not infinity.
+    """
+    if str(getattr(W, "dtype", "")) not in ("float16", "torch.float16"):
+        return result
+    with np.errstate(over="ignore"):
+        narrow = result.W.astype(np.float16)
+    bad = np.flatnonzero(~np.isfinite(narrow).all(axis=1))
+    if bad.size:
+        row = int(bad[0])
+        raise fail("W", f"the corrected row {row} exceeds float16's range", row=row)
+    result.W = narrow
+    return result
 
 
 def _few_positions(splits: Splits, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -356,7 +371,7 @@ def correct(
         ``[0, C)``, NaN or infinity (first bad row named), no base class, a few
         class without training samples (and no ``neighbors``), ``k`` larger
         than the number of base classes, bad hyperparameter values, a ``rho``
-        or ``hidden`` too large for the machine's memory, or training that
+        or ``hidden`` too large for the memory this process may have, or training that
         diverged (non-finite coefficients: lower ``lr`` or ``score_scale``).
 
     Warns
@@ -385,8 +400,9 @@ def correct(
     otherwise each epoch scores the validation rows against the corrected few
     rows instead. A float32, C-ordered ``W`` is read in place; other dtypes or
     orders are copied once as float32. A ``rho`` whose draws, or a ``hidden``
-    whose network, could not fit in the machine's physical memory is refused
-    before anything is allocated; a ``batch_size`` above an epoch's samples
+    whose network, could not fit in the memory this process may have (the
+    machine's, the cgroup's limit, what ``RLIMIT_AS``/``RLIMIT_DATA`` leave) is
+    refused before anything is allocated; a ``batch_size`` above an epoch's samples
     trains on the whole epoch at once.
 
     For the duration of the call, torch runs on one intra-op thread (on a
@@ -432,7 +448,7 @@ def correct(
     splits = splits_from_counts(counts, few_below=few_below, many_above=many_above)
     config = _config(settings, dev, neighbors, val)
     if splits.few.size == 0:
-        return _unchanged(W_arr, bias, splits, counts, config, settings, t_start)
+        return _in_dtype_of(W, _unchanged(W_arr, bias, splits, counts, config, settings, t_start))
     _check_trainable(splits, d, settings)
     run = _Run(x, y, W_arr, bias, splits, settings, dev, Stopwatch(dev), budgets)
     run.watch.seconds["checks"] = time.perf_counter() - t_start
@@ -441,7 +457,7 @@ def correct(
     checked = None if val is None else _checked_baselines(run, counts, val)
     result = _combined(run, nb, best_alphas, counts, best_epoch, history, config, t_start)
     result.val_baselines = checked
-    return result
+    return _in_dtype_of(W, result)
 
 
 def _checked_baselines(run: _Run, counts: np.ndarray, val: Any) -> Any:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alphanet_fast._errors import fail
+from alphanet_fast._memory import memory_limit, memory_limit_bytes
 from alphanet_fast.splits import Splits
 
 __all__ = [
@@ -114,15 +115,6 @@ def using_budgets(budgets: Budgets) -> Iterator[Budgets]:
         yield budgets
     finally:
         _BUDGETS.reset(token)
-
-
-def memory_limit_bytes() -> int:
-    """The machine's physical memory in bytes: a run that would need more than this
-    for one structure cannot succeed, so it is refused before allocating."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 1 << 40
 
 
 class ClassBalancedSampler:
@@ -222,11 +214,14 @@ def draw_epochs(
     # The table of every epoch's rows, plus one epoch's temporaries (draws, shuffle)
     # and the window cutting's per-row stamps.
     need = 8 * n_per_epoch * (epochs + 6)
-    if need > memory_limit_bytes():
-        raise ValueError(
-            f"rho: {rho:g} base samples per few sample make {n_per_epoch:,} samples an epoch, "
+    limit, what = memory_limit()
+    if need > limit:
+        raise fail(
+            "rho",
+            f"{rho:g} base samples per few sample make {n_per_epoch:,} samples an epoch, "
             f"whose draws over {epochs} epochs would need {need / 2**30:,.1f} GiB, more than "
-            f"this machine's {memory_limit_bytes() / 2**30:,.1f} GiB; use a smaller rho"
+            f"the {limit / 2**30:,.1f} GiB of {what}; use a smaller rho",
+            value=rho,
         )
     sampler = ClassBalancedSampler(labels, splits.base)
     order = np.empty((epochs, n_per_epoch), dtype=np.int64)
