@@ -130,20 +130,20 @@ class FewNetwork:
             out += partial[i]
         return out
 
-    def _forward(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Pre-activations of every layer, the raw outputs' L1 norms and ``ã``."""
-        zs = [self._first()]
+    def _forward(self) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Pre-activations and activations of every layer, the raw outputs' L1 norms and ``ã``."""
+        zs, acts = [self._first()], []
         for i in range(2, len(self.params), 2):
-            a = torch.nn.functional.leaky_relu(zs[-1], LEAKY_SLOPE)
-            zs.append(torch.addmm(self.params[i + 1], a, self.params[i].T))
+            acts.append(torch.nn.functional.leaky_relu(zs[-1], LEAKY_SLOPE))
+            zs.append(torch.addmm(self.params[i + 1], acts[-1], self.params[i].T))
         out = zs[-1]
         norm = out.abs().sum(dim=1, keepdim=True)
-        return zs, norm, out / norm.clamp_min(NORM_EPS)
+        return zs, acts, norm, out / norm.clamp_min(NORM_EPS)
 
     @torch.no_grad()
     def alphas(self) -> torch.Tensor:
         """The network's coefficients ``ã`` for every few class, (F, k)."""
-        return self._forward()[2]
+        return self._forward()[3]
 
     @torch.no_grad()
     def step_loss(
@@ -159,23 +159,30 @@ class FewNetwork:
         :meth:`~.scoring.Feed.each_chunk` gives them.
         """
         own, nbs, lse, logit, target_few = steps
-        zs, norm, alphas = self._forward()
+        zs, acts, norm, alphas = self._forward()
         scores = few_scores(own, nbs, alphas, few_bias_t, score_scale)
         n = scores.shape[0]
         all_lse = torch.logsumexp(torch.cat([lse[:, None], scores], dim=1), dim=1)
         is_few = target_few >= 0
-        onehot = torch.nn.functional.one_hot(target_few.clamp_min(0), scores.shape[1])
-        onehot = onehot.to(scores.dtype).mul_(is_few[:, None])
-        target = torch.where(is_few, (scores * onehot).sum(dim=1), logit)
+        column = target_few.clamp_min(0)[:, None]
+        target = torch.where(is_few, scores.gather(1, column)[:, 0], logit)
         loss = (all_lse - target).mean()
-        # d loss / d scores: softmax over all classes' few columns, less the target.
-        g_scores = torch.exp(scores - all_lse[:, None]).sub_(onehot).mul_(score_scale / n)
+        # d loss / d scores: softmax over all classes' few columns, less the target's
+        # one (a single element per row, so the scatter is exact in any order).
+        g_scores = torch.exp(scores - all_lse[:, None])
+        g_scores.scatter_add_(1, column, is_few.to(scores.dtype).neg_()[:, None])
+        g_scores.mul_(score_scale / n)
         g_alphas = (g_scores[:, :, None] * nbs).sum(dim=0)
-        self._backward(zs, norm, alphas, g_alphas)
+        self._backward(zs, acts, norm, alphas, g_alphas)
         return loss
 
     def _backward(
-        self, zs: list[torch.Tensor], norm: torch.Tensor, alphas: torch.Tensor, g: torch.Tensor
+        self,
+        zs: list[torch.Tensor],
+        acts: list[torch.Tensor],
+        norm: torch.Tensor,
+        alphas: torch.Tensor,
+        g: torch.Tensor,
     ) -> None:
         # ã = o / max(||o||_1, eps): the quotient's and the norm's terms (the norm's
         # only where it is above the floor, as clamp_min passes its gradient).
@@ -183,8 +190,7 @@ class FewNetwork:
         g_norm = (g * alphas).sum(dim=1, keepdim=True).div_(clamped).mul_(norm >= NORM_EPS)
         g = g / clamped - zs[-1].sign() * g_norm
         for i in range(len(zs) - 1, 0, -1):
-            a = torch.nn.functional.leaky_relu(zs[i - 1], LEAKY_SLOPE)
-            torch.mm(g.T, a, out=self.grads[2 * i])
+            torch.mm(g.T, acts[i - 1], out=self.grads[2 * i])
             torch.sum(g, dim=0, out=self.grads[2 * i + 1])
             g = g @ self.params[2 * i]
             g = torch.where(zs[i - 1] > 0, g, g * LEAKY_SLOPE)
