@@ -140,7 +140,12 @@ def main(argv: list[str] | None = None) -> None:
         runs: dict[str, list[dict]] = {name: [] for name in trees}
         for _ in range(args.rounds):
             for name, src in trees.items():
-                runs[name].append(run_child(src, folder))
+                r = run_child(src, folder)
+                runs[name].append(r)
+                wall = r["total"] / (need["total"] / r["peak_gflops"])
+                cpu = r["cpu"] / (need["total"] / r["peak_gflops_per_cpu_s"])
+                line = f"{name}: {r['total']:.2f} s, ratio {wall:.2f}, CPU-time ratio {cpu:.2f}"
+                print(line, flush=True)
     print(
         "| tree | correct() s | epochs s | ms/step | peak GFLOP/s | floor s | ratio "
         "| CPU-time ratio |"
