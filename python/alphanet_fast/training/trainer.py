@@ -1,12 +1,13 @@
 """The training loop: steps on the frozen scores, validation, the best epoch, history.
 
-* :class:`FewNetwork`: the AlphaNet network with its constant input (every few
-  class's flattened source stack) and the corrected few rows it induces.
 * :class:`Validator`: each epoch's top-1 accuracy per split, from the frozen
   validation scores (or, above ``Budgets.val``, recomputed from the corrected
   few rows).
-* :func:`train`: the epochs (steps over a :class:`~.scoring.Feed`), the history
-  and the choice of the epoch whose coefficients are kept.
+* :func:`train`: the epochs (steps over a :class:`~.scoring.Feed`, each one
+  :meth:`~.network.FewNetwork.step_loss` and an AdamW update), the history and
+  the choice of the epoch whose coefficients are kept.
+
+The network and its hand-written step are in :mod:`.network`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from alphanet_fast.training.scoring import Feed, FrozenScores, val_table_bytes
 from alphanet_fast.training.stopwatch import Stopwatch
 
 __all__ = [
-    "FewNetwork",
     "Validator",
     "make_optimizer",
     "sample_losses",
