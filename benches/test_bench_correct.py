@@ -174,41 +174,54 @@ def test_peak_memory(problem):
     assert used <= limit, f"peak {_mb(used):.0f} MB above inputs + {MEMORY_HEADROOM_MB} MB"
 
 
-# The network's first layer, forward and weight gradient: torch's Linear at torch's
-# default thread count, as a user would run it, against correct()'s fixed pieces
-# (torch on one thread inside, the pieces shared by the calling thread and
-# torch's default count less one helpers: training.pieces.PieceRunner). Shapes:
-# the iNaturalist-2018 few classes (3,224 x (5 + 1) x 2,048) and ImageNet-LT's
-# (136 x (5 + 1) x 2,048).
+# One training step (the network's forward, the loss over all classes from the frozen
+# scores, and every gradient): autograd over torch's nn.Linear layers at torch's
+# default thread count, as a user would write it, against correct()'s hand-written
+# step (training.network.FewNetwork: torch on one thread, the first layer's fixed
+# pieces shared by the calling thread and torch's default count less one helpers).
+# Shapes: the iNaturalist-2018 few classes (3,224 x (5 + 1) x 2,048) and
+# ImageNet-LT's (136 x (5 + 1) x 2,048), a batch of 64.
 LAYER_SHAPES = [(3224, 6 * 2048), (136, 6 * 2048)] if FULL else [(400, 6 * 256)]
 
 
-@pytest.mark.parametrize("shape", LAYER_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("impl", ["linear_default_threads", "chunked_pieces"])
-def test_bench_first_layer(benchmark, impl, shape):
+def _step_batch(n_few, k, gen):
     import torch
-    from alphanet_fast.model import ChunkedLinear, linear_pieces
-    from alphanet_fast.training.pieces import PieceRunner
 
-    stacks = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    layer = torch.nn.Linear(shape[1], 32)
+    own, nbs = torch.randn((64, n_few), generator=gen), torch.randn((64, n_few, k), generator=gen)
+    lse, logit = torch.randn(64, generator=gen) + 3, torch.randn(64, generator=gen)
+    return own, nbs, lse, logit, torch.randint(-1, n_few, (64,), generator=gen)
+
+
+@pytest.mark.parametrize("shape", LAYER_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("impl", ["autograd_default_threads", "hand_written_pieces"])
+def test_bench_step(benchmark, impl, shape):
+    import torch
+    from alphanet_fast._torch_env import loop_settings
+    from alphanet_fast.model import build_network, few_scores
+    from alphanet_fast.training.network import FewNetwork
+    from alphanet_fast.training.sampling import Budgets
+    from alphanet_fast.training.trainer import sample_losses
+
+    gen = torch.Generator().manual_seed(0)
+    k, n_few = 5, shape[0]
+    stacks = torch.randn(shape, generator=gen)
+    batch, bias = _step_batch(n_few, k, gen), torch.zeros(n_few)
+    benchmark.group = f"training step, {shape[0]} x {shape[1]}"
+    if impl == "autograd_default_threads":
+        net = build_network(shape[1], k, (32, 32, 32), seed=0, device=torch.device("cpu"))
+
+        def step():
+            net.zero_grad()
+            scores = few_scores(batch[0], batch[1], net(stacks), bias, 1.0)
+            sample_losses(scores, *batch[2:]).mean().backward()
+
+        benchmark.pedantic(step, rounds=200, iterations=1, warmup_rounds=2)
+        return
     workers = torch.get_num_threads()
-    benchmark.group = f"first layer forward + backward, {shape[0]} x {shape[1]}"
-    previous = torch.get_num_threads()
-    if impl == "chunked_pieces":
-        torch.set_num_threads(1)  # as inside correct(): torch itself on one thread
-    pieces = linear_pieces(stacks.numel() * stacks.element_size())
-    try:
-        with PieceRunner(workers) as run_all:
-
-            def step():
-                layer.zero_grad()
-                if impl == "linear_default_threads":
-                    out = layer(stacks)
-                else:
-                    out = ChunkedLinear.apply(stacks, layer.weight, layer.bias, run_all, pieces)
-                out.sum().backward()
-
-            benchmark.pedantic(step, rounds=200, iterations=1, warmup_rounds=2)
-    finally:
-        torch.set_num_threads(previous)
+    stacks_t = stacks.T.contiguous()
+    hidden, budgets = (32, 32, 32), Budgets()
+    with loop_settings(torch.device("cpu")):
+        with FewNetwork(stacks_t, k, hidden, seed=0, workers=workers, budgets=budgets) as fn:
+            benchmark.pedantic(
+                lambda: fn.step_loss(batch, bias, 1.0), rounds=200, iterations=1, warmup_rounds=2
+            )

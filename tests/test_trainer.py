@@ -8,7 +8,7 @@ import alphanet_fast as af
 import numpy as np
 import pytest
 import torch
-from alphanet_fast.model import AlphaNetwork, ChunkedLinear, few_scores
+from alphanet_fast.model import AlphaNetwork, few_scores
 from alphanet_fast.training.sampling import (
     Budgets,
     using_budgets,
@@ -49,46 +49,6 @@ def test_fast_loss_and_gradients_equal_naive_in_float64(scale):
     for g_fast, g_naive in zip(fast_grads, naive_grads):
         assert g_naive.abs().max() > 0
         torch.testing.assert_close(g_fast, g_naive, rtol=1e-10, atol=1e-12)
-
-
-def _run_on(workers):
-    """A ``run_all`` for ChunkedLinear: sequential, or on a pool of ``workers`` threads
-    that take the pieces in reverse order (any order must give the same bits)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def run_all(fn, items):
-        items = list(items)[::-1]
-        if workers == 1:
-            for item in items:
-                fn(item)
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(fn, items))
-
-    return run_all
-
-
-@pytest.mark.parametrize(("rows", "pieces"), [(3, 2), (37, 8), (200, 3)])
-def test_chunked_linear_matches_linear_and_ignores_the_workers(rows, pieces):
-    gen = torch.Generator().manual_seed(rows)
-    x = torch.randn(rows, 301, generator=gen)
-    layer = torch.nn.Linear(301, 9)
-    grad = torch.randn(rows, 9, generator=gen)
-    want = layer(x)
-    want.backward(grad)
-    want_w, want_b = layer.weight.grad.clone(), layer.bias.grad.clone()
-    results = []
-    for workers in (1, 2, 3):
-        layer.zero_grad()
-        out = ChunkedLinear.apply(x, layer.weight, layer.bias, _run_on(workers), pieces)
-        out.backward(grad)
-        results.append((out.detach(), layer.weight.grad.clone(), layer.bias.grad.clone()))
-    for got in results:
-        torch.testing.assert_close(got[0], want.detach(), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(got[1], want_w, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(got[2], want_b, rtol=1e-6, atol=1e-6)
-        for a, b in zip(got, results[0]):
-            assert torch.equal(a, b)
 
 
 def test_linear_pieces_follow_the_input_size_only():

@@ -24,7 +24,8 @@ class AdamW:
     Parameters
     ----------
     params : list of Tensor
-        Leaf tensors with ``requires_grad``; their ``.grad`` is read by :meth:`step`.
+        The tensors updated in place; :meth:`step` reads their gradients from its
+        argument or, without one, from their ``.grad``.
     lr, weight_decay : float
     step_size : int
         Epochs between learning-rate drops (``torch.optim.lr_scheduler.StepLR``).
@@ -76,9 +77,11 @@ class AdamW:
             p.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
-        """One AdamW update from the parameters' gradients."""
-        grads = [p.grad for p in self.params]
+    def step(self, grads: list[torch.Tensor] | None = None) -> None:
+        """One AdamW update from ``grads`` (one per parameter, in order), by default
+        the parameters' ``.grad``."""
+        if grads is None:
+            grads = [p.grad for p in self.params]
         self.steps += 1
         if self.fused:
             torch._foreach_add_(self._step_tensors, 1)

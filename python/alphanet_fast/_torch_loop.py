@@ -19,19 +19,15 @@ import torch
 from torch import nn
 
 from alphanet_fast._errors import fail
+from alphanet_fast._torch_env import parse_device
 from alphanet_fast.files._npy_stream import NpyWriter, commit_together, labels_path_for
 
 
 def target_device(model: nn.Module, device: Any) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        param = next(model.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise fail(
-            "device", f"expected 'auto' or a torch device, found {device!r}", value=device
-        ) from exc
+    """``device`` parsed; ``"auto"`` is where the model's parameters are (else the CPU)."""
+    param = next(model.parameters(), None)
+    home = param.device if param is not None else torch.device("cpu")
+    return parse_device(device, auto=home, any_kind=True)
 
 
 def enter_eval(model: nn.Module, dev: torch.device) -> Callable[[], None]:

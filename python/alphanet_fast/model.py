@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["AlphaNetwork", "ChunkedLinear", "build_network", "few_scores", "linear_pieces"]
+__all__ = ["AlphaNetwork", "build_network", "few_scores", "init_layers", "linear_pieces"]
 
 LEAKY_SLOPE = 0.01
 
@@ -59,17 +59,40 @@ class AlphaNetwork(nn.Module):
         return F.normalize(h, p=1.0, dim=1)
 
 
+def init_layers(widths: Sequence[int], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """PyTorch's default ``nn.Linear`` initialisation of every layer, drawn on the CPU
+    from a generator of the call's own seeded with ``seed``.
+
+    ``(weight, bias)`` per layer, ``widths[i] -> widths[i + 1]``, drawn in
+    ``nn.Linear``'s order (Kaiming-uniform weight, then the bias uniform in
+    ``+-1/sqrt(fan_in)``), so the values are those ``torch.manual_seed(seed)``
+    followed by building the layers would give, without touching torch's
+    process-wide generator: concurrent calls each get their own seed's weights.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    layers = []
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        weight = torch.empty(fan_out, fan_in)
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        bias = torch.empty(fan_out).uniform_(-bound, bound, generator=gen)
+        layers.append((weight, bias))
+    return layers
+
+
 def build_network(
     in_features: int, k: int, hidden: Sequence[int], *, seed: int, device: torch.device
 ) -> AlphaNetwork:
-    """An :class:`AlphaNetwork` with PyTorch's default initialisation drawn from ``seed``.
-
-    The parameters are drawn on the CPU from a forked generator, so the caller's
-    global RNG is left as it was and every device starts from the same weights.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    """An :class:`AlphaNetwork` with PyTorch's default initialisation drawn from ``seed``
+    (:func:`init_layers`): torch's global generator is neither read nor changed, and
+    every device starts from the same weights."""
+    with torch.device("meta"):
         net = AlphaNetwork(in_features, k, hidden)
+    net = net.to_empty(device="cpu")
+    with torch.no_grad():
+        for layer, (weight, bias) in zip(net.layers, init_layers([in_features, *hidden, k], seed)):
+            layer.weight.copy_(weight)
+            layer.bias.copy_(bias)
     return net.to(device)
 
 
@@ -123,63 +146,6 @@ MAX_LINEAR_PIECES = 8
 
 
 def linear_pieces(n_bytes: int) -> int:
-    """Pieces ``ChunkedLinear`` cuts an input of ``n_bytes`` bytes into."""
+    """Pieces the first layer's input of ``n_bytes`` bytes is cut into (from the budget
+    ``Budgets.chunked_layer`` on; see ``training.network``)."""
     return max(2, min(MAX_LINEAR_PIECES, n_bytes // PIECE_BYTES))
-
-
-def _pieces(n: int, count: int) -> list[tuple[int, int]]:
-    step = -(-n // count)
-    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
-
-
-class ChunkedLinear(torch.autograd.Function):
-    """``x @ weight.T + bias`` for a constant ``x``, forward and backward cut into
-    fixed pieces that ``run_all`` may run on several threads.
-
-    The network's first layer reads the whole ``(F, (k+1)d)`` stack twice a step
-    (forward, and the weight's gradient); at thousands of few classes that is
-    hundreds of megabytes, bound by memory bandwidth, which one thread does not
-    saturate. Forward pieces are row blocks of ``x``; backward pieces are column
-    blocks of ``x``, each giving those columns of the weight's gradient with the
-    full sum over rows, so no piece's sum is split.
-
-    ``run_all(fn, items)`` calls ``fn`` on every item (in any order, on any
-    threads) and returns when all are done. ``pieces`` is the number of pieces
-    (:func:`linear_pieces` of the input's size). ``x`` gets no gradient.
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor,
-        run_all: Callable[[Callable[[Any], None], Iterable[Any]], None],
-        pieces: int,
-    ) -> torch.Tensor:
-        out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
-        weight_t, bias = weight.detach().T, bias.detach()
-
-        # Grad mode is per thread: the pieces may run on threads where it is on.
-        @torch.no_grad()
-        def rows(piece: tuple[int, int]) -> None:
-            lo, hi = piece
-            torch.addmm(bias, x[lo:hi], weight_t, out=out[lo:hi])
-
-        run_all(rows, _pieces(x.shape[0], pieces))
-        ctx.x, ctx.run_all, ctx.pieces = x, run_all, pieces
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
-        x = ctx.x
-        grad_weight = torch.empty((grad_out.shape[1], x.shape[1]), dtype=x.dtype, device=x.device)
-        grad_t = grad_out.T
-
-        @torch.no_grad()
-        def columns(piece: tuple[int, int]) -> None:
-            lo, hi = piece
-            torch.mm(grad_t, x[:, lo:hi], out=grad_weight[:, lo:hi])
-
-        ctx.run_all(columns, _pieces(x.shape[1], ctx.pieces))
-        return None, grad_weight, grad_out.sum(dim=0), None, None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,42 +21,37 @@ import numpy as np
 import torch
 
 from alphanet_fast._errors import fail
+from alphanet_fast._torch_env import loop_settings, parse_device
 from alphanet_fast._validation import positive_int
 from alphanet_fast.baselines._common import BaselineResult, Inputs, check_inputs, check_val
+from alphanet_fast.training.pieces import PieceRunner
 from alphanet_fast.training.sampling import ClassBalancedSampler
 
 __all__ = ["crt", "lws"]
 
-# Torch's intra-op threads wait for each other at every op; right after a Rust kernel
-# (whose pool threads spin briefly) or beside another process, a 2-thread step stalls.
-# Measured in compare() on a shared 2-core machine: cRT 4.7 s on two threads, 0.15 s
-# on one. One thread also makes the result independent of the thread count.
-LOOP_THREADS = 1
-
-
-# Rows (of the batch, or of the gradient's classes) per piece when a product is spread
-# over Python workers: fixed, so the result does not depend on how many workers there are.
+# Rows (of the batch, or of the gradient's classes) per piece of a product: fixed, so
+# the result does not depend on how many workers share the pieces.
 SCORE_PIECE_ROWS = 256
 
 
 class _Scorer:
-    """``b + x @ W.T`` for a batch, in fixed row pieces shared by Python workers.
+    """``b + x @ W.T`` for a batch, and the weights' gradient, in fixed row pieces.
 
-    Each worker runs a one-thread torch product on the next piece when free, so a
-    core held by another process delays only its piece (torch's own threads would
-    wait for each other at every op). On CUDA, one product.
+    On the CPU the pieces are shared by the calling thread and helpers
+    (:class:`~alphanet_fast.training.pieces.PieceRunner`, torch on one thread
+    each), each taking the next piece when free, so a core held by another
+    process delays only its piece. On CUDA, one product.
     """
 
-    def __init__(self, workers: int, dev: torch.device) -> None:
-        self._pool = ThreadPoolExecutor(workers) if dev.type == "cpu" and workers > 1 else None
+    def __init__(self, runner: PieceRunner, dev: torch.device) -> None:
+        self._runner = runner if dev.type == "cpu" else None
 
     def _pieces(self, n: int, run: Callable[[int, int], object]) -> None:
         spans = [(s, min(s + SCORE_PIECE_ROWS, n)) for s in range(0, n, SCORE_PIECE_ROWS)]
-        assert self._pool is not None
-        list(self._pool.map(lambda span: run(*span), spans))
+        self._runner.share(lambda span: run(*span), spans)
 
     def __call__(self, x: torch.Tensor, Wt: torch.Tensor, bt: torch.Tensor) -> torch.Tensor:
-        if self._pool is None:
+        if self._runner is None:
             return torch.addmm(bt, x, Wt.T)
         out = torch.empty(x.shape[0], Wt.shape[0], dtype=x.dtype)
         self._pieces(x.shape[0], lambda s, e: torch.addmm(bt, x[s:e], Wt.T, out=out[s:e]))
@@ -65,51 +59,20 @@ class _Scorer:
 
     def grad_weights(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``g.T @ x`` in fixed pieces of classes (each row summed over the whole batch)."""
-        if self._pool is None:
+        if self._runner is None:
             return g.T @ x
         out = torch.empty(g.shape[1], x.shape[1], dtype=x.dtype)
         self._pieces(g.shape[1], lambda s, e: torch.mm(g[:, s:e].T, x, out=out[s:e]))
         return out
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-
 
 @contextmanager
-def _one_thread(dev: torch.device) -> Iterator[_Scorer]:
-    """Torch on ``LOOP_THREADS`` threads (CPU) and full-precision matmuls; restored after.
-
-    Yields a :class:`_Scorer` with as many workers as torch had threads before.
-    """
-    prev_threads = torch.get_num_threads()
-    prev_precision = torch.get_float32_matmul_precision()
-    scorer = _Scorer(prev_threads, dev)
-    try:
-        if dev.type == "cpu":
-            torch.set_num_threads(LOOP_THREADS)
-        torch.set_float32_matmul_precision("highest")
-        yield scorer
-    finally:
-        scorer.close()
-        torch.set_num_threads(prev_threads)
-        torch.set_float32_matmul_precision(prev_precision)
-
-
-def _device(device: Any) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        detail = f"expected 'auto', 'cpu' or 'cuda[:N]', found {device!r}"
-        raise fail("device", detail, value=device) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        detail = f"{device!r} requested but torch sees no CUDA device"
-        raise fail("device", detail, value=device)
-    if dev.type not in ("cpu", "cuda"):
-        raise fail("device", f"expected a cpu or cuda device, found {device!r}", value=device)
-    return dev
+def _loop(dev: torch.device) -> Iterator[_Scorer]:
+    """The training loop's torch settings (:func:`~alphanet_fast._torch_env.loop_settings`)
+    and a :class:`_Scorer` whose pieces as many workers share as torch had threads."""
+    workers = torch.get_num_threads() if dev.type == "cpu" else 1
+    with PieceRunner(workers) as runner, loop_settings(dev):
+        yield _Scorer(runner, dev)
 
 
 def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
@@ -121,6 +84,14 @@ def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
         relation = ">= 0" if allow_zero else "> 0"
         raise fail(name, f"expected a finite number {relation}, found {value!r}", value=value)
     return value
+
+
+def _learning_rate(lr: Any) -> float:
+    lr = _positive(lr, "lr")
+    # The update runs in float32: a larger rate would not even convert.
+    if lr > float(np.finfo(np.float32).max):
+        raise fail("lr", f"expected at most float32's largest value, found {lr!r}", value=lr)
+    return lr
 
 
 def _seed(seed: Any) -> int:
@@ -141,7 +112,7 @@ def _recipe(inp: Inputs, **kw: Any) -> dict[str, Any]:
         "samples_per_epoch": inp.y.shape[0]
         if spe is None
         else positive_int(spe, "samples_per_epoch"),
-        "lr": _positive(kw["lr"], "lr"),
+        "lr": _learning_rate(kw["lr"]),
         "momentum": 0.9,
         "weight_decay": _positive(kw["weight_decay"], "weight_decay", allow_zero=True),
         "schedule": "cosine over steps",
@@ -192,7 +163,19 @@ def _fit(
             epoch_loss += loss
             step += 1
         losses.append(epoch_loss / steps_per_epoch)
+        _check_finite(params, len(losses), recipe["lr"])
     return losses
+
+
+def _check_finite(params: list[torch.Tensor], epoch: int, lr: float) -> None:
+    """Refuse weights that training made infinite or NaN (a learning rate too large)."""
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise fail(
+            "lr",
+            f"training diverged: the weights are not finite after epoch {epoch}; "
+            f"lower lr (now {lr:g})",
+            value=lr,
+        )
 
 
 def _softmax_minus_onehot(logits: torch.Tensor, yb: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -265,7 +248,8 @@ def lws(
     Raises
     ------
     ValueError, TypeError
-        Bad shapes, dtypes or values (the argument is named).
+        Bad shapes, dtypes or values (the argument is named), or training that
+        diverged (weights not finite: ``.argument`` is ``"lr"``).
 
     Examples
     --------
@@ -281,12 +265,12 @@ def lws(
         inp, epochs=epochs, batch_size=batch_size, samples_per_epoch=samples_per_epoch,
         lr=lr, weight_decay=weight_decay, seed=seed,
     )  # fmt: skip
-    dev = _device(device)
+    dev = parse_device(device)
     Wt = torch.tensor(inp.W, dtype=torch.float32, device=dev)
     bt = torch.tensor(inp.b, dtype=torch.float32, device=dev)
     scales = torch.ones(inp.W.shape[0], dtype=torch.float32, device=dev)
 
-    with _one_thread(dev) as score:
+    with _loop(dev) as score:
 
         def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
             z = score(xb, Wt, bt)  # this row's scores, computed once
@@ -296,10 +280,16 @@ def lws(
         losses = _fit(inp, recipe, dev, [scales], grads, [True])
     s = scales.cpu().double().numpy()
     dtype = inp.W.dtype
+    with np.errstate(over="ignore"):
+        W_new = np.ascontiguousarray(inp.W * s[:, None], dtype=dtype)
+        b_new = (inp.b * s).astype(dtype)
+    _check_finite(
+        [torch.from_numpy(W_new), torch.from_numpy(b_new)], recipe["epochs"], recipe["lr"]
+    )
     return BaselineResult(
         method="lws",
-        W=np.ascontiguousarray(inp.W * s[:, None], dtype=dtype),
-        b=(inp.b * s).astype(dtype),
+        W=W_new,
+        b=b_new,
         settings={
             **recipe,
             "device": str(dev),
@@ -367,7 +357,8 @@ def crt(
     Raises
     ------
     ValueError, TypeError
-        Bad shapes, dtypes or values (the argument is named).
+        Bad shapes, dtypes or values (the argument is named), or training that
+        diverged (weights not finite: ``.argument`` is ``"lr"``).
 
     Examples
     --------
@@ -385,7 +376,7 @@ def crt(
         inp, epochs=epochs, batch_size=batch_size, samples_per_epoch=samples_per_epoch,
         lr=lr, weight_decay=weight_decay, seed=seed,
     )  # fmt: skip
-    dev = _device(device)
+    dev = parse_device(device)
     n_classes, d = inp.W.shape
     if init == "random":
         Wn, bn = init_linear(n_classes, d, recipe["seed"])
@@ -394,7 +385,7 @@ def crt(
         bn = torch.tensor(inp.b, dtype=torch.float32)
     Wn, bn = Wn.to(dev), bn.to(dev)
 
-    with _one_thread(dev) as score:
+    with _loop(dev) as score:
 
         def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
             loss, g = _softmax_minus_onehot(score(xb, Wn, bn), yb)

@@ -6,7 +6,8 @@ The stages, in the order a run goes through them (ARCHITECTURE.md has the map):
   (:func:`class_balanced_rows`) and every epoch's samples, cut into windows;
 * :mod:`.scoring`: the scores against the original weights, computed once
   (:class:`~.scoring.FrozenScores`) and fed to the steps (:class:`~.scoring.Feed`);
-* :mod:`.trainer`: the network's steps, validation, the kept epoch, the history;
+* :mod:`.network`: the network and its training step, written out by hand;
+* :mod:`.trainer`: the epochs of steps, validation, the kept epoch, the history;
 * :mod:`.pieces`: the first layer's fixed pieces, shared with helper threads
   when that is measured faster;
 * :mod:`.correct`: :func:`correct` itself (check, split, choose neighbours,

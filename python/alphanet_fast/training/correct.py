@@ -25,52 +25,32 @@ import torch
 from alphanet_fast._errors import fail
 from alphanet_fast._inputs import classifier_inputs, data_pair
 from alphanet_fast._memory import memory_limit
+from alphanet_fast._torch_env import LOOP_THREADS, loop_settings, parse_device
 from alphanet_fast.baselines.self_check import val_baselines
 from alphanet_fast.kernels import combine
 from alphanet_fast.neighbors import Neighbors, choose_neighbors
 from alphanet_fast.result import AlphaNetResult
 from alphanet_fast.settings import Settings
 from alphanet_fast.splits import Splits, splits_from_counts
-from alphanet_fast.training.sampling import Budgets, current_budgets, draw_epochs
+from alphanet_fast.training.network import stacks_transposed
+from alphanet_fast.training.sampling import (
+    Budgets,
+    current_budgets,
+    draw_epochs,
+)
 from alphanet_fast.training.scoring import Feed, FrozenScores, weights_tensor
 from alphanet_fast.training.stopwatch import Stopwatch
 from alphanet_fast.training.trainer import (
     FewNetwork,
     Validator,
     make_optimizer,
-    torch_settings,
     train,
 )
 from alphanet_fast.typing import ArrayLike, FeaturesLike, LabelsLike, WeightsLike
 
 __all__ = ["LOOP_THREADS", "correct"]
 
-# Torch's intra-op threads wait for each other at every op: when another process
-# holds a core, a 2-thread op stalls until the descheduled thread runs (see
-# benches/README.md for the measurement). So torch runs on one thread here, and the
-# one-off scoring spreads blocks of rows over `torch.get_num_threads()` Python
-# workers that each take the next block when free, which a busy core cannot stall;
-# the first layer's pieces are shared the same way when that is measured faster
-# (training/pieces.py).
-LOOP_THREADS = 1
-
 _D = Settings.defaults()
-
-
-def _device(device: Any) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        detail = f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}"
-        raise fail("device", detail, value=device) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        detail = f"{device!r} requested but torch sees no CUDA device"
-        raise fail("device", detail, value=device)
-    if dev.type not in ("cpu", "cuda"):
-        raise fail("device", f"expected a cpu or cuda device, found {device!r}", value=device)
-    return dev
 
 
 def _show_progress(progress: Any) -> bool:
@@ -201,7 +181,7 @@ def _train(
     x, y, splits, dev, watch, budgets = run.x, run.y, run.splits, run.dev, run.watch, run.budgets
     s, (few, few_index, few_rows) = run.settings, _few_positions(splits, y)
     workers = torch.get_num_threads() if dev.type == "cpu" else 1
-    with torch_settings(LOOP_THREADS, dev), ExitStack() as threads:
+    with loop_settings(dev), ExitStack() as threads:
         # The scoring workers may go early (scoring.close()); the network's stay.
         scoring = threads.enter_context(ExitStack())
         with watch.stage("sampling"):
@@ -249,10 +229,10 @@ def _train(
         if feed.n_windows == 1 and (validator is None or validator.table):
             scoring.close()  # no more scoring: the workers and their buffers can go
         del order
-        stacks = W_t[torch.cat([few_t[:, None], nb_t], dim=1)].reshape(few.size, -1)
+        stacks_t = stacks_transposed(W_t, torch.cat([few_t[:, None], nb_t], dim=1))
         del W_t
         network = threads.enter_context(
-            FewNetwork(stacks, s.k, s.hidden, seed=s.seed, workers=workers, budgets=budgets)
+            FewNetwork(stacks_t, s.k, s.hidden, seed=s.seed, workers=workers, budgets=budgets)
         )
         optimizer = make_optimizer(network, s.lr, s.weight_decay, s.lr_step, s.lr_gamma)
         return train(
@@ -442,7 +422,7 @@ def correct(
         device=device,
         seed=seed,
     )
-    show, dev = _show_progress(progress), _device(settings.device)
+    show, dev = _show_progress(progress), parse_device(settings.device)
     val = None if val is None else data_pair(val, "val", d, n_classes, row_sources=True)
     counts = np.bincount(y, minlength=n_classes).astype(np.int64)
     splits = splits_from_counts(counts, few_below=few_below, many_above=many_above)

@@ -1,6 +1,6 @@
 """Fixed pieces of work shared by the calling thread and helper threads, when that pays.
 
-The network's first layer is computed in pieces (``model.ChunkedLinear``) whose
+The network's first layer is computed in pieces (``training.network``) whose
 number depends on the input's size only; each piece is the same single-threaded
 product whichever thread runs it, so the result never depends on who runs what.
 That leaves the choice free to be made on speed alone. :class:`PieceRunner`

@@ -61,7 +61,7 @@ class Budgets:
         corrected few rows.
     chunked_layer : int, default 4 MiB
         Size of the network's input (``F x (k+1)d`` float32, a constant) from
-        which its first layer is computed in fixed pieces (``ChunkedLinear``,
+        which its first layer is computed in fixed pieces (``training.network``,
         about 4 MiB of input each, 2 to 8) that the calling thread shares with
         ``torch.get_num_threads() - 1`` helper threads whenever that has been
         measured faster during the run (:class:`~.pieces.PieceRunner`). Below

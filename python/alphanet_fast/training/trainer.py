@@ -1,12 +1,13 @@
 """The training loop: steps on the frozen scores, validation, the best epoch, history.
 
-* :class:`FewNetwork`: the AlphaNet network with its constant input (every few
-  class's flattened source stack) and the corrected few rows it induces.
 * :class:`Validator`: each epoch's top-1 accuracy per split, from the frozen
   validation scores (or, above ``Budgets.val``, recomputed from the corrected
   few rows).
-* :func:`train`: the epochs (steps over a :class:`~.scoring.Feed`), the history
-  and the choice of the epoch whose coefficients are kept.
+* :func:`train`: the epochs (steps over a :class:`~.scoring.Feed`, each one
+  :meth:`~.network.FewNetwork.step_loss` and an AdamW update), the history and
+  the choice of the epoch whose coefficients are kept.
+
+The network and its hand-written step are in :mod:`.network`.
 """
 
 from __future__ import annotations
@@ -14,28 +15,25 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from alphanet_fast._errors import fail
 from alphanet_fast._optim import AdamW
-from alphanet_fast.model import ChunkedLinear, build_network, few_scores, linear_pieces
+from alphanet_fast.model import few_scores
 from alphanet_fast.splits import SPLIT_NAMES, Splits
-from alphanet_fast.training.pieces import PieceRunner
+from alphanet_fast.training.network import FewNetwork
 from alphanet_fast.training.sampling import Budgets
 from alphanet_fast.training.scoring import Feed, FrozenScores, val_table_bytes
 from alphanet_fast.training.stopwatch import Stopwatch
 
 __all__ = [
-    "FewNetwork",
     "Validator",
     "make_optimizer",
     "sample_losses",
-    "torch_settings",
     "train",
 ]
 
@@ -59,75 +57,6 @@ def sample_losses(
     onehot = F.one_hot(target_few.clamp_min(0), few_logits.shape[1]).to(few_logits.dtype)
     few_target = (few_logits * onehot).sum(dim=1)
     return all_lse - torch.where(is_few, few_target, target_logit)
-
-
-@contextmanager
-def torch_settings(threads: int | None, device: torch.device) -> Iterator[None]:
-    """Set torch's thread count (CPU) and full-precision float32 matmuls; restore on exit."""
-    prev_threads = torch.get_num_threads()
-    prev_precision = torch.get_float32_matmul_precision()
-    try:
-        if threads is not None and device.type == "cpu" and threads != prev_threads:
-            torch.set_num_threads(threads)
-        # TF32 (if the caller enabled it) would make CUDA disagree with the CPU by ~1e-3.
-        torch.set_float32_matmul_precision("highest")
-        yield
-    finally:
-        if torch.get_num_threads() != prev_threads:
-            torch.set_num_threads(prev_threads)
-        torch.set_float32_matmul_precision(prev_precision)
-
-
-class FewNetwork:
-    """The network and its constant input: each few class's flattened ``[W_f; W_n1..W_nk]``.
-
-    A large first layer (thousands of few classes) is bound by memory bandwidth:
-    from ``budgets.chunked_layer`` bytes of input on the CPU it is computed in
-    fixed pieces (``ChunkedLinear``) that ``workers`` threads share. Whether it is
-    cut depends on the shape only, so results do not depend on the workers. Use
-    as a context manager: it owns those threads.
-    """
-
-    def __init__(
-        self,
-        stacks: torch.Tensor,
-        k: int,
-        hidden: tuple[int, ...],
-        *,
-        seed: int,
-        workers: int,
-        budgets: Budgets,
-    ):
-        self.stacks, self.k = stacks, k
-        self.net = build_network(stacks.shape[1], k, hidden, seed=seed, device=stacks.device)
-        n_bytes = stacks.numel() * stacks.element_size()
-        self.chunked = stacks.device.type == "cpu" and n_bytes >= budgets.chunked_layer
-        self.pieces = linear_pieces(n_bytes)
-        self._runner = PieceRunner(workers if stacks.device.type == "cpu" else 1)
-
-    def __enter__(self) -> FewNetwork:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._runner.__exit__(*exc)
-
-    def share(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
-        """``fn(item)`` for every item, on this thread and the helpers (coarse work)."""
-        self._runner.share(fn, items)
-
-    def alphas(self) -> torch.Tensor:
-        """The network's coefficients ``ã`` for every few class, (F, k)."""
-        if not self.chunked:
-            return self.net(self.stacks)
-        first = self.net.layers[0]
-        return self.net.head(
-            ChunkedLinear.apply(self.stacks, first.weight, first.bias, self._runner, self.pieces)
-        )
-
-    def corrected_few_rows(self, alphas_t: torch.Tensor) -> torch.Tensor:
-        """``w'_f = W_f + sum_i ã_f,i W_ni`` for every few class, (F, d)."""
-        parts = self.stacks.view(self.stacks.shape[0], self.k + 1, -1)
-        return parts[:, 0] + torch.bmm(alphas_t[:, None, :], parts[:, 1:])[:, 0]
 
 
 class Validator:
@@ -206,22 +135,19 @@ def _run_steps(
     score_scale: float,
 ) -> None:
     """The batches of one piece of an epoch; pieces start on batch boundaries."""
-    own, nbs, lse, logit, target_few = steps
-    for lo in range(0, own.shape[0], batch_size):
-        sl = slice(lo, lo + batch_size)
-        alphas_t = network.alphas()
-        scores = few_scores(own[sl], nbs[sl], alphas_t, few_bias_t, score_scale)
-        loss = sample_losses(scores, lse[sl], logit[sl], target_few[sl]).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach().double() * scores.shape[0]
+    for lo in range(0, steps[0].shape[0], batch_size):
+        batch = tuple(t[lo : lo + batch_size] for t in steps)
+        loss = network.step_loss(batch, few_bias_t, score_scale)
+        optimizer.step(network.grads)
+        loss_sum += loss.double() * batch[0].shape[0]
 
 
 def _diverged(epoch: int, lr: float, score_scale: float) -> ValueError:
-    return ValueError(
+    return fail(
+        "lr",
         f"training diverged: the network's coefficients at epoch {epoch} are not finite; "
-        f"lower lr (now {lr:g}) or score_scale (now {score_scale:g})"
+        f"lower lr (now {lr:g}) or score_scale (now {score_scale:g})",
+        value=lr,
     )
 
 
@@ -279,7 +205,6 @@ def train(
         for epoch in range(1, epochs + 1):
             with watch.stage("epochs"):
                 epoch_lr = optimizer.lr
-                network.net.train()
                 loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
             run = functools.partial(
                 _run_steps,
@@ -293,9 +218,7 @@ def train(
             feed.each_chunk(epoch, run)
             with watch.stage("epochs"):
                 optimizer.end_epoch()
-                network.net.eval()
-                with torch.no_grad():
-                    alphas_t = network.alphas()
+                alphas_t = network.alphas()
                 entry = {"epoch": epoch, "loss": float(loss_sum) / feed.n_per_epoch, "lr": epoch_lr}
             acc = None
             if validator is not None:
@@ -341,7 +264,7 @@ def _progress_bar(epochs: int, show: bool):
 def make_optimizer(network: FewNetwork, lr: float, weight_decay: float, step: int, gamma: float):
     """AdamW over the network's parameters with a StepLR-style schedule."""
     return AdamW(
-        list(network.net.parameters()),
+        network.params,
         lr=lr,
         weight_decay=weight_decay,
         step_size=step,
