@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import functools
 import io
 import json
 import re
@@ -123,6 +124,7 @@ def demo_summary(text: str, report: dict) -> str:
     )
 
 
+@functools.lru_cache(maxsize=1)  # the sweep and the comparison share the ImageNet-LT data
 def long_tail(profile: str):
     from alphanet_fast.datasets import make_long_tail
 

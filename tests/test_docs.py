@@ -112,7 +112,8 @@ def test_every_documented_python_name_exists():
     assert sorted(missing) == [], missing
 
 
-def test_the_documented_fields_of_a_comparison_exist():
+def test_the_documented_fields_of_results_exist():
+    from alphanet_fast import AlphaNetResult
     from alphanet_fast.comparison import ComparisonReport, ComparisonRun
 
     report = ("best", "run", "splits", "table", "plot", "recommended")
@@ -121,4 +122,6 @@ def test_the_documented_fields_of_a_comparison_exist():
     has = set(ComparisonReport.__dataclass_fields__) | set(dir(ComparisonReport))
     missing = [f for f in report if f not in has]
     missing += [f for f in run if f not in fields]
+    result = set(AlphaNetResult.__dataclass_fields__) | set(dir(AlphaNetResult))
+    missing += [f for f in ("val_baselines", "beaten_by", "save", "splits") if f not in result]
     assert missing == [], missing
