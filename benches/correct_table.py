@@ -1,4 +1,4 @@
-"""The README's ``correct()`` figures: ImageNet-LT shape, each SIMD path, idle and with a core held.
+"""docs/benchmarks.md's ``correct()`` figures: ImageNet-LT shape, each SIMD path, idle, a core held.
 
     python benches/correct_table.py [--rounds 3] [--paths widest,avx2] [--busy]
 

@@ -10,7 +10,7 @@ class (24,426 x 2,048, in memory) as iNaturalist's. Prints one JSON line: second
 the call (Linux VmHWM, reset just before it), stage timings. Run by
 ``benches/test_bench_large.py`` when ``ALPHANET_FAST_INAT_BENCH=1``.
 
-Exits non-zero when the peak breaks the bound the README claims: at most 1.3x
+Exits non-zero when the peak breaks the bound docs/large-data.md claims: at most 1.3x
 the features (and validation features) held in memory, at most 2 GiB with the
 features memory-mapped.
 """

@@ -1,4 +1,4 @@
-"""The README's kernel table: ours on each SIMD path beside the peers, interleaved.
+"""The kernel table of docs/benchmarks.md: ours on each SIMD path beside the peers, interleaved.
 
     python benches/kernel_table.py [--rounds 5] [--jobs means_lt,means_inat,nn,topk]
 

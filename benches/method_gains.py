@@ -1,8 +1,9 @@
 """Top-1 test-accuracy changes of correct() on make_long_tail data, seed by seed.
 
-The figures behind tests/test_method.py's thresholds and the README's "about 18
-points": for each seed, the change (points) of the few / medium / many splits and
-overall at rho 0.5, rho 2 and rho 0.5 with random neighbours, then the means.
+The figures behind tests/test_method.py's thresholds, quoted in docs/method.md
+(rendered by docs/figures.py): for each seed, the change (points) of the few /
+medium / many splits and overall at rho 0.5, rho 2 and rho 0.5 with random
+neighbours, then the means.
 
     python benches/method_gains.py --seeds 8              # the "small" profile, seeds 0-7
 """

@@ -150,7 +150,7 @@ def test_dask_class_means_overhead(benchmark, impl):
 )
 def test_correct_at_inaturalist_shape():
     """correct() at the iNaturalist-2018 shape, 2 epochs: features in memory, memory-mapped,
-    and in memory with a 24,426-row validation set; the peak within the README's
+    and in memory with a 24,426-row validation set; the peak within docs/large-data.md's
     bounds (1.3x what is in memory; 2 GiB memory-mapped)."""
     script = str(Path(__file__).with_name("inat_scale.py"))
     folder = os.environ.get("ALPHANET_FAST_BENCH_DIR", tempfile.gettempdir())
@@ -162,7 +162,7 @@ def test_correct_at_inaturalist_shape():
             text=True,
         )
         print(f"\n{out.stdout.strip()}")
-        # The script exits non-zero when the peak breaks the README's bound.
+        # The script exits non-zero when the peak breaks the bound in docs/large-data.md.
         assert out.returncode == 0, out.stderr.strip().splitlines()[-1:]
         figures = json.loads(out.stdout.strip().splitlines()[-1])
         assert figures["peak_rss_mb"] <= figures["bound_mb"]

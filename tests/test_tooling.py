@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PY_PATHS = ["python", "tests", "benches", "examples"]
+PY_PATHS = ["python", "tests", "benches", "examples", "docs/figures.py"]
 
 pytestmark = pytest.mark.tooling
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -391,31 +392,30 @@ def test_example_script_runs_quickly(tmp_path):
     assert "baseline" in done.stdout and "AlphaNet" in done.stdout
 
 
-def _readme_blocks(section: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+def _doc_blocks(page: str, section: str) -> list[str]:
+    """The Python blocks of the section headed ``section`` of the Markdown file ``page``."""
+    text = (ROOT / page).read_text()
+    body = re.split(rf"\n#+ {re.escape(section)}\n", text, maxsplit=1)[1]
+    body = re.split(r"\n#+ ", body, maxsplit=1)[0]
     return [block.split("```", 1)[0] for block in body.split("```python\n")[1:]]
 
 
-def test_readme_pytorch_and_splits_sections_run(tmp_path, monkeypatch):
+def test_docs_three_steps_and_splits_sections_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(4)
     x, y = long_tail()
     namespace = {
-        "af": af,
+        "aft": aft,
         "np": np,
         "model": mlp(),
         "train_loader": DataLoader(TensorDataset(x, y), batch_size=64),
-        "val_loader": DataLoader(TensorDataset(*long_tail(seed=5)), batch_size=64),
     }
-    blocks = _readme_blocks("From a PyTorch model")
-    assert len(blocks) == 2
-    for block in blocks:
-        exec(block, namespace)
+    (block,) = _doc_blocks("docs/pytorch.md", "The three steps, for data larger than memory")
+    exec(block, namespace)
     assert namespace["res"].splits.few.tolist() == [5, 6, 7]
     assert (tmp_path / "train.labels.npy").exists()
     np.testing.assert_array_equal(namespace["model"][2].weight.detach().numpy(), namespace["res"].W)
-    (block,) = _readme_blocks("Synthetic data, and splits without `correct()`")
+    (block,) = _doc_blocks("docs/python-api.md", "Synthetic data, and splits without `correct()`")
     exec(block, namespace)
     assert namespace["splits"].n_classes == len(namespace["data"].W)
 
