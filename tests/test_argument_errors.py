@@ -278,7 +278,7 @@ ENTRIES: dict[str, Entry] = {
             "seeds": Bad(0),
             "criterion": Bad("best", check_value=True),
             "options": Bad({"svm": {}}),
-            "alphanet_options": Bad({"epochs": 0}, argument="epochs"),
+            "alphanet_options": Bad({"epochs": 0}),
             "device": Bad("tpu", check_value=True),
             "seed": Bad(-1, check_value=True),
         },

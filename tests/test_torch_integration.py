@@ -466,7 +466,7 @@ def test_torch_argument_errors_carry_the_argument():
     batches = [(x, y)]
     cases = [
         (lambda: aft.find_head("not a model"), "model", TypeError),
-        (lambda: aft.find_head(model, name=3), "head", TypeError),
+        (lambda: aft.find_head(model, name=3), "name", TypeError),
         (lambda: aft.extract(model, batches, dtype=np.int32), "dtype", TypeError),
         (lambda: aft.extract(model, [x]), "batch", TypeError),
         (lambda: aft.extract(model, batches, progress="yes"), "progress", TypeError),

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alphanet_fast._errors import fail
+from alphanet_fast._errors import ArgumentError, fail
 from alphanet_fast._torch_loop import (
     Sink,
     autocast_context,
@@ -213,3 +213,16 @@ def extract(
     finally:
         handle.remove()
         restore()
+
+
+def extract_named(model: nn.Module, loader: Any, argument: str, **keywords: Any) -> Extracted:
+    """:func:`extract` for a caller whose loader argument has another name
+    (``train_loader``, ``val_loader``, ...): an error about ``loader`` names it."""
+    try:
+        return extract(model, loader, **keywords)
+    except ArgumentError as exc:
+        if exc.argument != "loader":
+            raise
+        raise fail(
+            argument, exc.detail, exc.row, value=exc.value, type_error=isinstance(exc, TypeError)
+        ) from None

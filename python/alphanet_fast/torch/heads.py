@@ -54,7 +54,7 @@ def find_head(model: nn.Module, name: str | None = None) -> nn.Linear:
     """
     check_model(model)
     if name is not None:
-        return _named_head(model, name)
+        return _named_head(model, name, "name")
     if isinstance(model, nn.Linear):
         return model
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
@@ -96,17 +96,17 @@ def _linears(module: nn.Module, prefix: str) -> list[tuple[str, nn.Linear]]:
     return [(n, m) for n, m in module.named_modules(prefix=prefix) if isinstance(m, nn.Linear)]
 
 
-def _named_head(model: nn.Module, name: Any) -> nn.Linear:
+def _named_head(model: nn.Module, name: Any, argument: str = "head") -> nn.Linear:
     if not isinstance(name, str):
         raise fail(
-            "head", f"expected a dotted module name or a module, found {name!r}", type_error=True
+            argument, f"expected a dotted module name or a module, found {name!r}", type_error=True
         )
     try:
         sub = model.get_submodule(name)
     except AttributeError as exc:
         children = [n for n, _ in model.named_children()]
         raise fail(
-            "head", f"{type(model).__name__} has no submodule {name!r} (its children: {children})"
+            argument, f"{type(model).__name__} has no submodule {name!r} (its children: {children})"
         ) from exc
     if isinstance(sub, nn.Linear):
         return sub
@@ -114,7 +114,7 @@ def _named_head(model: nn.Module, name: Any) -> nn.Linear:
     if len(linears) != 1:
         found = [n for n, _ in linears] or "none"
         raise fail(
-            "head",
+            argument,
             f"{name!r} is a {type(sub).__name__}, not an nn.Linear, and holds "
             f"{len(linears)} Linear layers ({found}); name the Linear itself",
         )
@@ -124,8 +124,10 @@ def _named_head(model: nn.Module, name: Any) -> nn.Linear:
 def resolve_head(model: nn.Module, head: HeadLike) -> nn.Linear:
     """The head given as None (found), a dotted name, or the ``nn.Linear`` itself."""
     check_model(model)
-    if head is None or isinstance(head, str):
-        return find_head(model, head)
+    if head is None:
+        return find_head(model)
+    if isinstance(head, str):
+        return _named_head(model, head)
     if not isinstance(head, nn.Linear):
         raise fail(
             "head",

@@ -12,7 +12,7 @@ from torch import nn
 
 from alphanet_fast._errors import fail
 from alphanet_fast._torch_loop import finite_array
-from alphanet_fast.torch.features import Inputs, extract
+from alphanet_fast.torch.features import Inputs, extract_named
 from alphanet_fast.torch.heads import HeadLike, name_of, resolve_head
 
 __all__ = ["CorrectedModel", "apply_to", "correct_model", "head_arrays", "training_device"]
@@ -151,10 +151,10 @@ def correct_model(
         "progress": progress,
         "batch_to_inputs": batch_to_inputs,
     }
-    train = extract(model, train_loader, head=lin, **kw)
+    train = extract_named(model, train_loader, "train_loader", head=lin, **kw)
     val = None
     if val_loader is not None:
-        val_feats = extract(model, val_loader, head=lin, **kw)
+        val_feats = extract_named(model, val_loader, "val_loader", head=lin, **kw)
         val = (val_feats.features, val_feats.labels)
     W, b = head_arrays(lin)
     result = correct(

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from alphanet_fast._errors import fail
-from alphanet_fast.torch.features import Inputs, extract
+from alphanet_fast.torch.features import Inputs, extract, extract_named
 from alphanet_fast.torch.heads import HeadLike, name_of, resolve_head
 from alphanet_fast.torch.models import apply_to, head_arrays, training_device
 
@@ -253,8 +253,12 @@ def compare_model(
         "device": device, "progress": progress, "batch_to_inputs": batch_to_inputs
     }  # fmt: skip
     sets = [
-        None if loader is None else tuple(extract(model, loader, head=lin, **kw))
-        for loader in (train_loader, val_loader, test_loader)
+        None if loader is None else tuple(extract_named(model, loader, argument, head=lin, **kw))
+        for loader, argument in (
+            (train_loader, "train_loader"),
+            (val_loader, "val_loader"),
+            (test_loader, "test_loader"),
+        )
     ]
     W, b = head_arrays(lin)
     report = compare(
