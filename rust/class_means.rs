@@ -111,35 +111,8 @@ pub fn accumulate_class_sums<T: Real>(
     counts: &mut [i64],
 ) -> Result<()> {
     let n_classes = sums.nrows();
-    require_nonempty(features, "features")?;
-    let (n, d) = features.dim();
-    if labels.len() != n {
-        return Err(KernelError::Shape {
-            arg: "labels",
-            message: format!(
-                "expected {n} labels (one per row of features), found {}",
-                labels.len()
-            ),
-        });
-    }
-    if n_classes == 0 {
-        return Err(KernelError::Value {
-            arg: "n_classes",
-            row: None,
-            message: "must be at least 1, found 0".into(),
-        });
-    }
-    crate::validate::require_indices(labels, n_classes, "labels")?;
-    if sums.ncols() != d || counts.len() != n_classes {
-        return Err(KernelError::Shape {
-            arg: "sums",
-            message: format!(
-                "expected ({n_classes}, {d}) sums and {n_classes} counts, found {:?} and {}",
-                sums.dim(),
-                counts.len()
-            ),
-        });
-    }
+    check_sums_args(features, labels, sums.dim(), counts.len())?;
+    let d = features.ncols();
     let Some(sums) = sums.as_slice_mut() else {
         return Err(KernelError::Shape {
             arg: "sums",
@@ -169,6 +142,46 @@ pub fn accumulate_class_sums<T: Real>(
                 row,
             },
             None => KernelError::Overflow { arg: "features" },
+        });
+    }
+    Ok(())
+}
+
+/// The arguments of [`accumulate_class_sums`]: non-empty features, one label
+/// per row, each in `[0, n_classes)`, accumulators of the matching shapes.
+fn check_sums_args<T: Real>(
+    features: ArrayView2<T>,
+    labels: &[i64],
+    sums_dim: (usize, usize),
+    counts_len: usize,
+) -> Result<()> {
+    let n_classes = sums_dim.0;
+    require_nonempty(features, "features")?;
+    let (n, d) = features.dim();
+    if labels.len() != n {
+        return Err(KernelError::Shape {
+            arg: "labels",
+            message: format!(
+                "expected {n} labels (one per row of features), found {}",
+                labels.len()
+            ),
+        });
+    }
+    if n_classes == 0 {
+        return Err(KernelError::Value {
+            arg: "n_classes",
+            row: None,
+            message: "must be at least 1, found 0".into(),
+        });
+    }
+    crate::validate::require_indices(labels, n_classes, "labels")?;
+    if sums_dim.1 != d || counts_len != n_classes {
+        return Err(KernelError::Shape {
+            arg: "sums",
+            message: format!(
+                "expected ({n_classes}, {d}) sums and {n_classes} counts, found {:?} and {}",
+                sums_dim, counts_len
+            ),
         });
     }
     Ok(())

@@ -168,7 +168,15 @@ pub fn check_combine_args<T: Real>(
         },
         other => other,
     })?;
-    // slot_of[class] = the target entry that rewrites it, if any.
+    let slot_of = slots_of_targets(targets, c)?;
+    require_finite(alphas, "alphas")?;
+    require_finite(weight, "W")?;
+    Ok(slot_of)
+}
+
+/// `slot_of[class]`: the entry of `targets` that rewrites the class
+/// (`usize::MAX` for none); an error names a class that appears twice.
+fn slots_of_targets(targets: &[i64], c: usize) -> Result<Vec<usize>> {
     let mut slot_of = vec![usize::MAX; c];
     for (t, &target) in targets.iter().enumerate() {
         let slot = &mut slot_of[target as usize];
@@ -184,8 +192,6 @@ pub fn check_combine_args<T: Real>(
         }
         *slot = t;
     }
-    require_finite(alphas, "alphas")?;
-    require_finite(weight, "W")?;
     Ok(slot_of)
 }
 
