@@ -74,7 +74,12 @@ pub(super) fn distance<T: Real>(
 ) -> f64 {
     match metric {
         Metric::Euclidean => {
-            let top = pair_max(q, p, |a, b| (a - b).abs());
+            // One pass when no square can under- or overflow (always for
+            // float32 inputs), a second over scaled values otherwise.
+            let (sum, top) = squares_and_max(q, p);
+            if (SAFE_LOW..SAFE_HIGH).contains(&top) {
+                return sum.sqrt();
+            }
             if top == 0.0 {
                 return 0.0;
             }
@@ -86,6 +91,43 @@ pub(super) fn distance<T: Real>(
             1.0 - pair_sum(q, p, |a, b| (a * sq) * (b * sp)) / (qn.scaled * pn.scaled)
         }
     }
+}
+
+/// Largest difference whose square, and whose sum of `d` squares, stay finite.
+const SAFE_HIGH: f64 = 1e150;
+/// Smallest largest difference whose square keeps its digits. Smaller
+/// differences in the same pair may underflow, but their squares are then
+/// below 1e-300 times the sum, far beneath its last bit.
+const SAFE_LOW: f64 = 1e-140;
+
+/// `(sum_j (q_j - p_j)², max_j |q_j - p_j|)` in float64, in one pass; the sum
+/// has the bits [`lane_sum`] gives it.
+fn squares_and_max<T: Real>(q: ArrayView1<T>, p: ArrayView1<T>) -> (f64, f64) {
+    let square = |a: f64, b: f64| (a - b) * (a - b);
+    let (Some(q), Some(p)) = (q.as_slice(), p.as_slice()) else {
+        return (pair_sum(q, p, square), pair_max(q, p, |a, b| (a - b).abs()));
+    };
+    let (mut lanes, mut tops) = ([0.0f64; 8], [0.0f64; 8]);
+    let (qc, pc) = (q.chunks_exact(8), p.chunks_exact(8));
+    let (qr, pr) = (qc.remainder(), pc.remainder());
+    let tail: f64 = qr
+        .iter()
+        .zip(pr)
+        .map(|(a, b)| square(a.to_f64(), b.to_f64()))
+        .sum();
+    let mut top = qr
+        .iter()
+        .zip(pr)
+        .fold(0.0f64, |m, (a, b)| m.max((a.to_f64() - b.to_f64()).abs()));
+    for (a, b) in qc.zip(pc) {
+        for l in 0..8 {
+            let t = a[l].to_f64() - b[l].to_f64();
+            lanes[l] += t * t;
+            tops[l] = tops[l].max(t.abs());
+        }
+    }
+    top = tops.iter().fold(top, |m, &v| m.max(v));
+    (combine_lanes(lanes) + tail, top)
 }
 
 /// `max_j term(q_j, p_j)` in float64.
@@ -130,13 +172,19 @@ fn lane_sum<T: Real>(q: &[T], p: &[T], term: impl Fn(f64, f64) -> f64 + Copy) ->
             lanes[l] += term(a[l].to_f64(), b[l].to_f64());
         }
     }
+    combine_lanes(lanes) + tail
+}
+
+/// The eight partial sums added in a fixed order.
+#[inline(always)]
+fn combine_lanes(lanes: [f64; 8]) -> f64 {
     let pairs = [
         lanes[0] + lanes[4],
         lanes[1] + lanes[5],
         lanes[2] + lanes[6],
         lanes[3] + lanes[7],
     ];
-    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
+    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3])
 }
 
 #[cfg(test)]
@@ -157,6 +205,19 @@ mod tests {
         let cosine = distance(q.view(), p.view(), n[0], n[1], Metric::Cosine);
         let want = 1.0 - plain(&|a, b| a * b) / (n[0].norm * n[1].norm);
         assert_eq!(cosine.to_bits(), want.to_bits());
+    }
+
+    #[test]
+    fn one_pass_and_scaled_pass_agree() {
+        let q = array![0.3f64, -1.7, 2.5, 1e-3, 7.0, 0.0, 1.0, -2.0, 0.125, 3.0];
+        let p = array![1.3f64, 0.7, -2.5, 4e-3, 6.5, 1.0, 0.0, 2.0, 0.5, -1.0];
+        let (sum, top) = squares_and_max(q.view(), p.view());
+        assert_eq!(top, 5.0);
+        let plain = pair_sum(q.view(), p.view(), |a, b| (a - b) * (a - b));
+        assert_eq!(sum.to_bits(), plain.to_bits());
+        let s = scale_for(top);
+        let scaled = pair_sum(q.view(), p.view(), |a, b| ((a - b) * s) * ((a - b) * s));
+        assert_eq!((scaled.sqrt() / s).to_bits(), sum.sqrt().to_bits());
     }
 
     #[test]
