@@ -5,14 +5,13 @@
 //! would ignore `ALPHANET_FAST_SIMD`. We call the crate's generic driver with
 //! the micro-kernels of the level we choose instead: AVX-512F (16 float32 or 8
 //! float64 lanes), AVX2+FMA (8 or 4), or plain scalar code on older CPUs.
+//! Other architectures (NEON on aarch64) keep `gemm::gemm`'s own choice.
 //!
 //! Kernels call this on tiles whose shapes depend only on the inputs, so the
 //! summation order of every output element (and hence the result) is the same
 //! whatever thread runs the tile. The order does depend on the level (the
 //! micro-kernels' register blocks differ), so products, unlike the other
 //! kernels' loops, may differ in the last bits from one level to another.
-
-use std::any::TypeId;
 
 use gemm_common::gemm::gemm_basic_generic;
 use gemm_common::Parallelism;
@@ -85,6 +84,7 @@ macro_rules! run {
 /// # Safety
 /// The pointers and strides of `p` describe live, non-overlapping buffers of
 /// the stated shapes, and the CPU has `level`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 unsafe fn product_f32(level: Simd, p: Product<f32>) {
     match level {
         #[cfg(target_arch = "x86_64")]
@@ -97,6 +97,7 @@ unsafe fn product_f32(level: Simd, p: Product<f32>) {
 
 /// # Safety
 /// As [`product_f32`].
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 unsafe fn product_f64(level: Simd, p: Product<f64>) {
     match level {
         #[cfg(target_arch = "x86_64")]
@@ -105,6 +106,36 @@ unsafe fn product_f64(level: Simd, p: Product<f64>) {
         Simd::Avx2 => run!(f64, gemm_f64, fma, gemm_common::simd::V3, 4, p),
         _ => run!(f64, gemm_f64, scalar, gemm_common::simd::Scalar, 1, p),
     }
+}
+
+/// The product through `gemm::gemm`, which picks its kernel from the CPU once
+/// per process.
+///
+/// # Safety
+/// As [`product_f32`].
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+unsafe fn product_any<T: Real>(p: Product<T>) {
+    gemm::gemm(
+        p.m,
+        p.n,
+        p.k,
+        p.dst,
+        1,
+        p.dst_rs,
+        false,
+        p.lhs,
+        p.lhs_cs,
+        p.lhs_rs,
+        p.rhs,
+        p.rhs_cs,
+        p.rhs_rs,
+        T::zero(),
+        T::one(),
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
 }
 
 /// `out[i * ld + j] = a.row(i) · b.row(j)` for the `a.nrows() x b.nrows()` block,
@@ -147,7 +178,9 @@ pub fn a_bt<T: Real>(level: Simd, a: ArrayView2<T>, b: ArrayView2<T>, out: &mut 
     // given shapes, `out` was checked to be large enough for an m x n block
     // with row stride `ld`, and `level` was checked against the CPU. The casts
     // change nothing: T is f32 (or f64) exactly when the TypeId says so.
+    #[cfg(target_arch = "x86_64")]
     unsafe {
+        use std::any::TypeId;
         if TypeId::of::<T>() == TypeId::of::<f32>() {
             product_f32(
                 level,
@@ -161,6 +194,11 @@ pub fn a_bt<T: Real>(level: Simd, a: ArrayView2<T>, b: ArrayView2<T>, out: &mut 
         } else {
             unreachable!("Real is implemented for f32 and f64 only");
         }
+    }
+    // SAFETY: as above; gemm picks a kernel this CPU has.
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe {
+        product_any(product)
     }
 }
 
