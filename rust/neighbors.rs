@@ -40,6 +40,8 @@ pub enum Metric {
 struct Prepared {
     q_norms: Vec<Norm>,
     p_norms: Vec<Norm>,
+    /// `|p|²` of every pool row, as the approximate distances use it.
+    p_squares: Vec<f64>,
     max_p_norm: f64,
     min_p_norm: f64,
     gamma: f64,
@@ -98,6 +100,7 @@ fn prepare<T: Real>(
     };
     Ok(Prepared {
         q_norms,
+        p_squares: p_norms.iter().map(|v| v.norm.powi(2)).collect(),
         p_norms,
         max_p_norm,
         min_p_norm,
@@ -130,8 +133,12 @@ pub fn nearest_neighbors_from_dots<T: Real>(
     }
     let mut indices = Array2::<i64>::zeros((nq, k));
     let mut distances = Array2::<T>::default((nq, k));
-    let rows = select_rows(queries, pool, &prep, 0, nq, k, metric, |i| {
-        dots.row(i).into_iter().map(|v| v.to_f64()).enumerate()
+    let rows = select_rows(queries, pool, &prep, 0, nq, k, metric, |i, out| match dots
+        .row(i)
+        .as_slice()
+    {
+        Some(row) => out(0, row),
+        None => out(0, &dots.row(i).to_vec()),
     });
     write_rows(rows, 0, &mut indices, &mut distances);
     Ok((indices, distances))
@@ -192,14 +199,11 @@ pub(crate) fn nearest_neighbors_at<T: Real>(
             block,
             tile,
         );
-        let rows = select_rows(queries, pool, &prep, q0, q1, k, metric, |i| {
-            dots.iter().enumerate().flat_map(move |(t, part)| {
+        let rows = select_rows(queries, pool, &prep, q0, q1, k, metric, |i, out| {
+            for (t, part) in dots.iter().enumerate() {
                 let width = part.len() / (q1 - q0);
-                let row = &part[i * width..(i + 1) * width];
-                row.iter()
-                    .enumerate()
-                    .map(move |(j, v)| (t * tile + j, v.to_f64()))
-            })
+                out(t * tile, &part[i * width..(i + 1) * width]);
+            }
         });
         write_rows(rows, q0, &mut indices, &mut distances);
     }
@@ -256,9 +260,10 @@ fn write_rows<T: Real>(
 }
 
 /// The k nearest of queries `q0..q1`, given each one's dots against the pool
-/// (`dots_of(i)` for query `q0 + i`, as `(pool index, dot)` in pool order).
+/// (`dots_of(i, out)` calls `out(j0, dots)` for query `q0 + i` with runs of
+/// its dots against pool rows `j0..`, in pool order).
 #[allow(clippy::too_many_arguments)]
-fn select_rows<T: Real, I: Iterator<Item = (usize, f64)>>(
+fn select_rows<T: Real>(
     queries: ArrayView2<T>,
     pool: ArrayView2<T>,
     prep: &Prepared,
@@ -266,7 +271,7 @@ fn select_rows<T: Real, I: Iterator<Item = (usize, f64)>>(
     q1: usize,
     k: usize,
     metric: Metric,
-    dots_of: impl Fn(usize) -> I + Sync,
+    dots_of: impl Fn(usize, &mut dyn FnMut(usize, &[T])) + Sync,
 ) -> Vec<Vec<(f64, usize)>> {
     let p_norms = &prep.p_norms;
     (0..q1 - q0)
@@ -280,12 +285,23 @@ fn select_rows<T: Real, I: Iterator<Item = (usize, f64)>>(
             match metric {
                 Metric::Euclidean => {
                     let qn2 = qn.norm * qn.norm;
-                    neg_approx.extend(
-                        dots_of(i).map(|(j, dot)| 2.0 * dot - qn2 - p_norms[j].norm.powi(2)),
-                    );
+                    dots_of(i, &mut |j0, dots| {
+                        let sq = &prep.p_squares[j0..j0 + dots.len()];
+                        neg_approx.extend(
+                            dots.iter()
+                                .zip(sq)
+                                .map(|(dot, p2)| 2.0 * dot.to_f64() - qn2 - p2),
+                        );
+                    });
                 }
-                Metric::Cosine => neg_approx
-                    .extend(dots_of(i).map(|(j, dot)| dot / (qn.norm * p_norms[j].norm) - 1.0)),
+                Metric::Cosine => dots_of(i, &mut |j0, dots| {
+                    let ns = &p_norms[j0..j0 + dots.len()];
+                    neg_approx.extend(
+                        dots.iter()
+                            .zip(ns)
+                            .map(|(dot, pn)| dot.to_f64() / (qn.norm * pn.norm) - 1.0),
+                    );
+                }),
             }
             let limit = -top_k_desc(neg_approx, 0, k)[k - 1].0 + margin(prep, qn.norm, metric);
             let exact: Vec<(f64, usize)> = neg_approx
