@@ -152,7 +152,7 @@ pub const QUERY_BLOCK: usize = 256;
 pub const POOL_TILE: usize = 2048;
 /// Most bytes of dot products held at once (fewer queries per pass for a
 /// large pool).
-const PASS_DOTS_BYTES: usize = 64 << 20;
+const PASS_DOTS_BYTES: usize = 32 << 20;
 
 /// [`nearest_neighbors_from_dots`] with the dot products computed here on the
 /// SIMD level [`Simd::current`] names: a pass of queries at a time, its product

@@ -153,7 +153,7 @@ def nearest_neighbors(
     rows of very different magnitudes (1e-200 beside 1) keep their digits. The
     result is exact (never approximate) and the same whatever the thread count
     and SIMD path; ordered by ascending distance, ties to the lower pool index.
-    Memory beyond the outputs: at most 64 MiB of dot products.
+    Memory beyond the outputs: at most 32 MiB of dot products.
 
     Parameters
     ----------
