@@ -149,7 +149,7 @@ pub const QUERY_BLOCK: usize = 256;
 /// Most pool rows per product tile: the pool is cut into equal tiles of at
 /// most this many, so that a pass has several tiles per query block and every
 /// thread has a tile to compute until the pass ends.
-pub const POOL_TILE: usize = 2048;
+pub const POOL_TILE: usize = 1024;
 /// Most bytes of dot products held at once (fewer queries per pass for a
 /// large pool).
 const PASS_DOTS_BYTES: usize = 32 << 20;
