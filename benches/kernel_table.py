@@ -51,6 +51,22 @@ def with_simd(level: str | None, fn):
     return call
 
 
+def with_threads(n: int, fn):
+    """``fn`` called with the kernels held to ``n`` threads (the setting restored)."""
+
+    def call(*args):
+        import alphanet_fast as af
+
+        before = af.get_num_threads()
+        af.set_num_threads(n)
+        try:
+            return fn(*args)
+        finally:
+            af.set_num_threads(before)
+
+    return call
+
+
 # Pause before each timed call: a BLAS's threads keep spinning for a while after
 # a call (OpenBLAS's do), and would otherwise take a core from whichever
 # implementation runs next.
@@ -151,6 +167,7 @@ def nn_job(rounds: int) -> list[str]:
     impls = {
         "alphanet_fast": with_simd(None, ours),
         "alphanet_fast [avx2]": with_simd("avx2", ours),
+        "alphanet_fast, 1 thread": with_threads(1, ours),
         "faiss IndexFlatL2": faiss_flat,
         "numpy q @ p.T": lambda q, p: q @ p.T,
     }
@@ -158,7 +175,8 @@ def nn_job(rounds: int) -> list[str]:
     return [
         f"| `nearest_neighbors` {q_n:,} x {p_n:,} x {d:,} | {name} | {t[name] * 1e3:.0f} ms | "
         f"faiss {t['faiss IndexFlatL2'] / t[name]:.2f}x | exact (faiss: float32); numpy's "
-        f"product alone {t['numpy q @ p.T'] * 1e3:.0f} ms |"
+        f"product alone {t['numpy q @ p.T'] * 1e3:.0f} ms; "
+        f"{os.cpu_count()} threads / 1: {t['alphanet_fast, 1 thread'] / t[name]:.2f}x |"
         for name in ("alphanet_fast", "alphanet_fast [avx2]")
     ]
 
@@ -181,12 +199,14 @@ def topk_job(rounds: int) -> list[str]:
     impls = {
         "alphanet_fast": with_simd(None, ours),
         "alphanet_fast [avx2]": with_simd("avx2", ours),
+        "alphanet_fast, 1 thread": with_threads(1, ours),
         "torch addmm + topk": torch_topk,
     }
     t = interleaved(impls, (x, w, b), rounds)
     return [
         f"| `topk_scores` {n:,} x {d:,}, C = {c:,} | {name} | {t[name]:.2f} s | "
-        f"torch {t['torch addmm + topk'] / t[name]:.2f}x | peak memory: "
+        f"torch {t['torch addmm + topk'] / t[name]:.2f}x | {os.cpu_count()} threads / 1: "
+        f"{t['alphanet_fast, 1 thread'] / t[name]:.2f}x; peak memory: "
         f"`benches/test_bench_kernels.py::test_topk_peak_memory` |"
         for name in ("alphanet_fast", "alphanet_fast [avx2]")
     ]

@@ -3,9 +3,9 @@
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
-use crate::error::{KernelError, Result};
+use crate::error::Result;
 use crate::real::Real;
-use crate::validate::{require_finite, require_indices, require_nonempty};
+use crate::validate::check_combine_args;
 
 /// A copy of `weight` in which row `targets[t]` becomes
 /// `alphas[t, 0] * W[targets[t]] + sum_i alphas[t, i] * W[neighbors[t, i - 1]]`,
@@ -33,70 +33,8 @@ pub fn combine_into<T: Real>(
     alphas: ArrayView2<f64>,
     mut out: ArrayViewMut2<T>,
 ) -> Result<()> {
-    require_nonempty(weight, "W")?;
-    let c = weight.nrows();
-    let f = targets.len();
+    let slot_of = check_combine_args(weight, targets, neighbors, alphas, out.dim())?;
     let k = neighbors.ncols();
-    if out.dim() != weight.dim() {
-        return Err(KernelError::Shape {
-            arg: "out",
-            message: format!(
-                "expected shape {:?} (as W), found {:?}",
-                weight.dim(),
-                out.dim()
-            ),
-        });
-    }
-    if neighbors.nrows() != f {
-        return Err(KernelError::Shape {
-            arg: "neighbors",
-            message: format!(
-                "expected {f} rows (one per target), found {}",
-                neighbors.nrows()
-            ),
-        });
-    }
-    if alphas.dim() != (f, k + 1) {
-        return Err(KernelError::Shape {
-            arg: "alphas",
-            message: format!("expected shape ({f}, {}), found {:?}", k + 1, alphas.dim()),
-        });
-    }
-    require_indices(targets, c, "targets")?;
-    let flat_neighbors: Vec<i64> = neighbors.iter().cloned().collect();
-    require_indices(&flat_neighbors, c, "neighbors").map_err(|e| match e {
-        // Report the row of the neighbours table, not the flat position.
-        KernelError::IndexOutOfRange {
-            arg,
-            row,
-            value,
-            bound,
-        } => KernelError::IndexOutOfRange {
-            arg,
-            row: row / k.max(1),
-            value,
-            bound,
-        },
-        other => other,
-    })?;
-    // slot_of[class] = the target entry that rewrites it, if any.
-    let mut slot_of = vec![usize::MAX; c];
-    for (t, &target) in targets.iter().enumerate() {
-        let slot = &mut slot_of[target as usize];
-        if *slot != usize::MAX {
-            return Err(KernelError::Value {
-                arg: "targets",
-                row: Some(t),
-                message: format!(
-                    "class {target} appears twice (entries {} and {t}); targets must be distinct",
-                    *slot
-                ),
-            });
-        }
-        *slot = t;
-    }
-    require_finite(alphas, "alphas")?;
-    require_finite(weight, "W")?;
 
     // One parallel pass over the output rows: a copy, or a combination of
     // original rows. Each output row is written by exactly one task.
@@ -128,6 +66,7 @@ pub fn combine_into<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::KernelError;
     use ndarray::array;
 
     #[test]

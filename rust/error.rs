@@ -27,6 +27,9 @@ pub enum KernelError {
     },
     /// Accumulated sums overflowed even though every input was finite.
     Overflow { arg: &'static str },
+    /// The input read twice gave two answers: another thread wrote to it during
+    /// the call (inputs are read in place, not copied).
+    Changed { arg: &'static str },
     /// A result overflows its floating-point type although every input is
     /// finite (`row`: the first result row that does, where known).
     ResultOverflow {
@@ -53,6 +56,7 @@ impl KernelError {
             | KernelError::IndexOutOfRange { arg, .. }
             | KernelError::Value { arg, .. }
             | KernelError::Overflow { arg }
+            | KernelError::Changed { arg }
             | KernelError::ResultOverflow { arg, .. }
             | KernelError::TooLarge { arg, .. } => arg,
         }
@@ -118,6 +122,11 @@ impl fmt::Display for KernelError {
             KernelError::Overflow { arg } => write!(
                 f,
                 "{arg}: sums overflowed float64 although every value is finite; rescale the input"
+            ),
+            KernelError::Changed { arg } => write!(
+                f,
+                "{arg}: the array changed while the kernel read it (another thread wrote to \
+                 it during the call); pass an array that no one modifies until the call returns"
             ),
             KernelError::TooLarge {
                 arg,

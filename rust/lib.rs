@@ -10,7 +10,8 @@
 pub mod class_means;
 pub mod combine;
 pub mod error;
-mod matmul;
+#[doc(hidden)]
+pub mod matmul;
 pub mod neighbors;
 pub mod pool;
 pub mod probe;

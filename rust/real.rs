@@ -6,6 +6,9 @@ pub trait Real:
 {
     /// Unit roundoff (half the machine epsilon) of the type.
     const UNIT_ROUNDOFF: f64;
+    /// The smallest positive (subnormal) value of the type, as float64: the
+    /// absolute error a product that underflows may carry.
+    const UNDERFLOW: f64;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     fn is_finite(self) -> bool;
@@ -15,6 +18,7 @@ pub trait Real:
 
 impl Real for f32 {
     const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
+    const UNDERFLOW: f64 = f32::from_bits(1) as f64;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -37,6 +41,7 @@ impl Real for f32 {
 
 impl Real for f64 {
     const UNIT_ROUNDOFF: f64 = f64::EPSILON / 2.0;
+    const UNDERFLOW: f64 = f64::from_bits(1);
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self

@@ -64,6 +64,14 @@ impl Simd {
         }
     }
 
+    /// Every level this CPU supports, narrowest first (tests run each).
+    pub fn available() -> Vec<Simd> {
+        [Simd::Scalar, Simd::Avx2, Simd::Avx512]
+            .into_iter()
+            .filter(|&level| level <= Simd::detected())
+            .collect()
+    }
+
     /// Lower-case name, as `ALPHANET_FAST_SIMD` spells it.
     pub fn name(self) -> &'static str {
         match self {

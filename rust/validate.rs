@@ -71,6 +71,130 @@ pub fn require_nonempty<T>(x: ArrayView2<T>, arg: &'static str) -> Result<()> {
     Ok(())
 }
 
+/// The arguments of `topk_scores`: non-empty, matching shapes, `1 <= k <= C`,
+/// finite `W` and `b` (the features are checked block by block as they are read).
+pub fn check_topk_args<T: Real>(
+    features: ArrayView2<T>,
+    weight: ArrayView2<T>,
+    bias: Option<&[T]>,
+    k: usize,
+) -> Result<()> {
+    require_nonempty(features, "features")?;
+    require_nonempty(weight, "W")?;
+    let (d, c) = (features.ncols(), weight.nrows());
+    if weight.ncols() != d {
+        return Err(KernelError::Shape {
+            arg: "W",
+            message: format!(
+                "expected {d} columns (as features), found {}",
+                weight.ncols()
+            ),
+        });
+    }
+    if let Some(b) = bias {
+        if b.len() != c {
+            return Err(KernelError::Shape {
+                arg: "b",
+                message: format!("expected {c} entries (rows of W), found {}", b.len()),
+            });
+        }
+        if let Some(row) = b.iter().position(|v| !v.is_finite()) {
+            return Err(KernelError::NonFinite { arg: "b", row });
+        }
+    }
+    if k == 0 || k > c {
+        return Err(KernelError::Value {
+            arg: "k",
+            row: None,
+            message: format!("expected 1 <= k <= {c} (rows of W), found {k}"),
+        });
+    }
+    require_finite(weight, "W")
+}
+
+/// The arguments of `combine`: shapes that agree, indices within `W`, distinct
+/// targets, finite `alphas` and `W`. Returns, for each class, the entry of
+/// `targets` that rewrites it (`usize::MAX` for none).
+pub fn check_combine_args<T: Real>(
+    weight: ArrayView2<T>,
+    targets: &[i64],
+    neighbors: ArrayView2<i64>,
+    alphas: ArrayView2<f64>,
+    out_dim: (usize, usize),
+) -> Result<Vec<usize>> {
+    require_nonempty(weight, "W")?;
+    let c = weight.nrows();
+    let f = targets.len();
+    let k = neighbors.ncols();
+    if out_dim != weight.dim() {
+        return Err(KernelError::Shape {
+            arg: "out",
+            message: format!(
+                "expected shape {:?} (as W), found {:?}",
+                weight.dim(),
+                out_dim
+            ),
+        });
+    }
+    if neighbors.nrows() != f {
+        return Err(KernelError::Shape {
+            arg: "neighbors",
+            message: format!(
+                "expected {f} rows (one per target), found {}",
+                neighbors.nrows()
+            ),
+        });
+    }
+    if alphas.dim() != (f, k + 1) {
+        return Err(KernelError::Shape {
+            arg: "alphas",
+            message: format!("expected shape ({f}, {}), found {:?}", k + 1, alphas.dim()),
+        });
+    }
+    require_indices(targets, c, "targets")?;
+    let flat_neighbors: Vec<i64> = neighbors.iter().cloned().collect();
+    require_indices(&flat_neighbors, c, "neighbors").map_err(|e| match e {
+        // Report the row of the neighbours table, not the flat position.
+        KernelError::IndexOutOfRange {
+            arg,
+            row,
+            value,
+            bound,
+        } => KernelError::IndexOutOfRange {
+            arg,
+            row: row / k.max(1),
+            value,
+            bound,
+        },
+        other => other,
+    })?;
+    let slot_of = slots_of_targets(targets, c)?;
+    require_finite(alphas, "alphas")?;
+    require_finite(weight, "W")?;
+    Ok(slot_of)
+}
+
+/// `slot_of[class]`: the entry of `targets` that rewrites the class
+/// (`usize::MAX` for none); an error names a class that appears twice.
+fn slots_of_targets(targets: &[i64], c: usize) -> Result<Vec<usize>> {
+    let mut slot_of = vec![usize::MAX; c];
+    for (t, &target) in targets.iter().enumerate() {
+        let slot = &mut slot_of[target as usize];
+        if *slot != usize::MAX {
+            return Err(KernelError::Value {
+                arg: "targets",
+                row: Some(t),
+                message: format!(
+                    "class {target} appears twice (entries {} and {t}); targets must be distinct",
+                    *slot
+                ),
+            });
+        }
+        *slot = t;
+    }
+    Ok(slot_of)
+}
+
 /// The largest Euclidean norm of a row of `x`, computed without overflow or
 /// underflow (each row is scaled by its largest magnitude first), rounded up
 /// slightly so that it bounds the true value.

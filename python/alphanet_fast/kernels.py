@@ -143,13 +143,16 @@ def nearest_neighbors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of ``pool`` for every row of ``queries``.
 
-    A matrix product in the inputs' precision (the ``gemm`` crate, block by
-    block of queries on the kernel's threads) proposes candidates, with a
-    margin that provably covers its rounding error; the candidates' distances
-    are then recomputed directly in float64. The result is exact (never
-    approximate) and the same whatever the thread count; ordered by ascending
-    distance, ties to the lower pool index. Memory beyond the outputs: at most
-    16 MiB of dot products per thread.
+    A matrix product in the inputs' precision (the ``gemm`` crate's AVX-512,
+    AVX2+FMA or scalar micro-kernels, the widest the CPU has or the one
+    ``ALPHANET_FAST_SIMD`` names, in tiles of queries x pool rows on the
+    kernel's threads) proposes candidates, with a margin that provably covers
+    its rounding (and underflow) error; the candidates' distances are then
+    recomputed directly in float64, each sum scaled by a power of two so that
+    rows of very different magnitudes (1e-200 beside 1) keep their digits. The
+    result is exact (never approximate) and the same whatever the thread count
+    and SIMD path; ordered by ascending distance, ties to the lower pool index.
+    Memory beyond the outputs: at most 32 MiB of dot products.
 
     Parameters
     ----------
@@ -300,9 +303,12 @@ def topk_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k highest-scoring classes of ``features @ W.T + b``, without the full score matrix.
 
-    Rows are scored block by block (256 rows x 2048 classes at a time) and only
-    each row's k best survive, so memory is O(n k) plus a few MiB of buffers,
-    never O(n C).
+    Rows are scored block by block (256 rows x 2048 classes at a time, on the
+    ``gemm`` crate's AVX-512, AVX2+FMA or scalar micro-kernels as for
+    :func:`nearest_neighbors`) and only each row's k best survive, so memory is
+    O(n k) plus a few MiB of buffers, never O(n C). Scores are bitwise the same
+    whatever the thread count; from one SIMD path to another they may differ
+    in the last bits (the micro-kernels add in different orders).
 
     Parameters
     ----------
@@ -327,7 +333,9 @@ def topk_scores(
     TypeError, ArgumentError
         Bad dtypes or shapes, NaN or infinity (first bad row named), ``k``
         outside ``[1, C]``; scores that could exceed the dtype's range
-        (``argument="features"``).
+        (``argument="features"``); ``features`` rewritten by another thread
+        during the call (a non-finite value seen, then gone: the message says
+        the array changed while the kernel read it).
     MemoryError
         An ``n x k`` result larger than the machine's memory.
 

@@ -146,7 +146,7 @@ pub(super) fn aligned<T: numpy::Element, D: ndarray::Dimension>(
     a: &numpy::PyReadonlyArray<'_, T, D>,
     arg: &str,
 ) -> PyResult<()> {
-    if (a.data() as usize) % std::mem::align_of::<T>() != 0 {
+    if !(a.data() as usize).is_multiple_of(std::mem::align_of::<T>()) {
         return Err(kernel_error(
             format!(
                 "{arg}: the array's data are not aligned for its dtype; pass a copy \
