@@ -218,3 +218,15 @@ def test_the_cgroup_limit_is_read_from_v2_and_v1_files(tmp_path):
     assert _cgroup_limit(str(tmp_path)) == (123456 if v2 else 654321)
     (tmp_path / "memory.max").write_text("max\n")
     assert _cgroup_limit(str(tmp_path)) == (654321 if v1 else None)
+
+
+@pytest.mark.parametrize("method", ["lws", "crt"])
+def test_trained_baselines_refuse_float64_weights_beyond_float32(method):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    y = np.repeat(np.arange(3), 20)
+    W = rng.normal(size=(3, 4))
+    W[1, 2] = 1e300
+    with pytest.raises(ArgumentError) as info:
+        getattr(baselines, method)(x, y, W, np.zeros(3), epochs=1)
+    assert info.value.argument == "W" and info.value.row == 1

@@ -189,9 +189,25 @@ def _softmax_minus_onehot(logits: torch.Tensor, yb: torch.Tensor) -> tuple[float
 
 def _prepare(features: Any, labels: Any, W: Any, b: Any, val: Any) -> Inputs:
     inp = check_inputs(features, labels, W, b)
+    _require_float32_range(inp.W, "W")
+    _require_float32_range(inp.b, "b")
     if val is not None:
         check_val(val, inp.W.shape[1], inp.W.shape[0])
     return inp
+
+
+def _require_float32_range(arr: np.ndarray, name: str) -> None:
+    """LWS and cRT train in float32: a float64 value beyond its range would turn
+    into infinity there and come back as non-finite weights."""
+    if arr.dtype != np.float64:
+        return
+    big = np.abs(arr).reshape(arr.shape[0], -1).max(axis=1) > float(np.finfo(np.float32).max)
+    rows = np.flatnonzero(big)
+    if rows.size:
+        row = int(rows[0])
+        raise fail(
+            name, f"row {row} has values beyond float32's range (lws and crt train in float32)", row
+        )
 
 
 def lws(
