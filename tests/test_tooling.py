@@ -83,17 +83,6 @@ MAX_FUNCTION_CODE_LINES = 60
 PY_ROOTS = ["python", "tests", "benches", "examples"]
 FUNCTION_ROOTS = ["python", "benches", "examples"]
 
-# Known excesses, each to be split; a listed entry that no longer exceeds its limit
-# fails too, so the list only shrinks. Empty when the code base meets the limits.
-KNOWN_LONG_FILES: set[str] = {
-    "python/alphanet_fast/torch.py",
-    "rust/class_means.rs",
-    "rust/neighbors.rs",
-}
-KNOWN_LONG_FUNCTIONS: set[str] = {
-    "python/alphanet_fast/training/correct.py::_train",
-}
-
 
 def code_lines_per_function(source: str) -> dict[str, int]:
     """Lines of code of every function and method of ``source``, by qualified name."""
@@ -167,8 +156,7 @@ def test_no_module_over_500_lines():
         for p in _python_files() + _rust_files()
         if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
     }
-    assert set(long) - KNOWN_LONG_FILES == set(), f"over {MAX_MODULE_LINES} lines: {long}"
-    assert KNOWN_LONG_FILES - set(long) == set(), "now within the limit: drop from the list"
+    assert long == {}, f"over {MAX_MODULE_LINES} lines: {long}"
 
 
 def test_no_function_over_60_lines_of_code():
@@ -177,8 +165,7 @@ def test_no_function_over_60_lines_of_code():
         for name, n in code_lines_per_function(path.read_text()).items():
             if n > MAX_FUNCTION_CODE_LINES:
                 long[f"{path.relative_to(ROOT)}::{name}"] = n
-    assert set(long) - KNOWN_LONG_FUNCTIONS == set(), f"over 60 lines of code: {long}"
-    assert KNOWN_LONG_FUNCTIONS - set(long) == set(), "now within the limit: drop from the list"
+    assert long == {}, f"over {MAX_FUNCTION_CODE_LINES} lines of code: {long}"
 
 
 def test_maturin_takes_the_version_from_cargo(tmp_path):

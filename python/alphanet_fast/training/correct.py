@@ -24,7 +24,6 @@ import torch
 
 from alphanet_fast._errors import fail
 from alphanet_fast._inputs import classifier_inputs, data_pair
-from alphanet_fast._memory import memory_limit
 from alphanet_fast._torch_env import LOOP_THREADS, loop_settings, parse_device
 from alphanet_fast.baselines.self_check import val_baselines
 from alphanet_fast.kernels import combine
@@ -32,7 +31,7 @@ from alphanet_fast.neighbors import Neighbors, choose_neighbors
 from alphanet_fast.result import AlphaNetResult
 from alphanet_fast.settings import Settings
 from alphanet_fast.splits import Splits, splits_from_counts
-from alphanet_fast.training.network import stacks_transposed
+from alphanet_fast.training.network import check_network_size, stacks_transposed
 from alphanet_fast.training.sampling import (
     Budgets,
     current_budgets,
@@ -63,24 +62,6 @@ def _show_progress(progress: Any) -> bool:
     return bool(progress)
 
 
-def _check_network_size(n_few: int, d: int, settings: Settings) -> None:
-    """Refuse a network whose parameters, gradients and optimizer state (4 float32
-    copies) could not fit in the memory this process may have, before torch tries."""
-    widths = [(settings.k + 1) * d, *settings.hidden, settings.k]
-    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    widest = max(widths[1:])
-    need = 4 * (4 * params + 4 * n_few * widest * len(widths))
-    limit, what = memory_limit()
-    if need > limit:
-        raise fail(
-            "hidden",
-            f"a network of widths {tuple(settings.hidden)} on {widths[0]:,} inputs "
-            f"would need {need / 2**30:,.1f} GiB for its parameters, gradients and "
-            f"optimizer state, more than the {limit / 2**30:,.1f} GiB of {what}",
-            value=settings.hidden,
-        )
-
-
 @dataclass(frozen=True)
 class _Run:
     """What the training stage reads: the checked data and settings, and the run's
@@ -105,7 +86,7 @@ def _check_trainable(splits: Splits, d: int, settings: Settings) -> None:
             f"every class has fewer than few_below={settings.few_below} training "
             "samples; AlphaNet needs base (medium or many) classes to borrow from",
         )
-    _check_network_size(splits.few.size, d, settings)
+    check_network_size(splits.few.size, d, settings.k, settings.hidden)
 
 
 def _config(settings: Settings, dev: torch.device, neighbors: Any, val: Any) -> dict:
@@ -168,6 +149,63 @@ def _few_positions(splits: Splits, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return few, few_index, np.flatnonzero(few_index[y] >= 0)
 
 
+def _scores_and_feed(
+    run: _Run,
+    nb: Neighbors,
+    val: tuple[Any, np.ndarray] | None,
+    order: np.ndarray,
+    batch_size: int,
+    workers: int,
+    scoring: ExitStack,
+    few: np.ndarray,
+    few_index: np.ndarray,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Any, Feed]:
+    """What never changes during training, scored once (training and validation
+    scores against the original rows; their workers join ``scoring``), and the
+    feed the steps read: the weights, few classes, neighbours and few biases as
+    tensors, the validator (None without ``val``) and the feed."""
+    x, y, splits, dev, watch, budgets = run.x, run.y, run.splits, run.dev, run.watch, run.budgets
+    s = run.settings
+    source_classes = np.unique(np.concatenate([few, nb.classes.ravel()]))
+    W_t = weights_tensor(run.W, dev)
+    b_t = torch.from_numpy(run.bias.astype(np.float32)).to(dev)
+    few_t = torch.from_numpy(few).to(dev)
+    nb_t = torch.tensor(nb.classes, dtype=torch.int64, device=dev)
+    frozen = scoring.enter_context(
+        FrozenScores(
+            W_t,
+            b_t,
+            few_t,
+            nb_t,
+            torch.from_numpy(source_classes).to(dev),
+            s.score_scale,
+            workers,
+            budgets,
+        )
+    )
+    few_bias_t = b_t[few_t]
+    validator = None
+    if val is not None:
+        with watch.stage("frozen_val"):
+            validator = Validator(frozen, *val, splits, few_bias_t, budgets)
+    with watch.stage("sampling"):
+        own_cols = torch.from_numpy(np.searchsorted(source_classes, few)).to(dev)
+        nb_cols = torch.from_numpy(np.searchsorted(source_classes, nb.classes)).to(dev)
+        feed = Feed(
+            frozen,
+            x,
+            y,
+            few_index,
+            order,
+            batch_size,
+            own_cols,
+            nb_cols,
+            watch,
+            budgets.frozen,
+        )
+    return W_t, few_t, nb_t, few_bias_t, validator, feed
+
+
 def _train(
     run: _Run,
     nb: Neighbors,
@@ -178,7 +216,7 @@ def _train(
 ) -> tuple[np.ndarray, int, list[dict]]:
     """Draw the epochs, score what never changes, and train: the kept coefficients
     (F, k), the kept epoch and the history."""
-    x, y, splits, dev, watch, budgets = run.x, run.y, run.splits, run.dev, run.watch, run.budgets
+    y, splits, dev, watch, budgets = run.y, run.splits, run.dev, run.watch, run.budgets
     s, (few, few_index, few_rows) = run.settings, _few_positions(splits, y)
     workers = torch.get_num_threads() if dev.type == "cpu" else 1
     with loop_settings(dev), ExitStack() as threads:
@@ -188,43 +226,9 @@ def _train(
             order = draw_epochs(y, few_rows, splits, s.rho, s.epochs, rng)
         # A batch larger than an epoch is the whole epoch: the same steps, no larger buffers.
         batch_size = min(s.batch_size, order.shape[1])
-        source_classes = np.unique(np.concatenate([few, nb.classes.ravel()]))
-        W_t = weights_tensor(run.W, dev)
-        b_t = torch.from_numpy(run.bias.astype(np.float32)).to(dev)
-        few_t = torch.from_numpy(few).to(dev)
-        nb_t = torch.tensor(nb.classes, dtype=torch.int64, device=dev)
-        frozen = scoring.enter_context(
-            FrozenScores(
-                W_t,
-                b_t,
-                few_t,
-                nb_t,
-                torch.from_numpy(source_classes).to(dev),
-                s.score_scale,
-                workers,
-                budgets,
-            )
+        W_t, few_t, nb_t, few_bias_t, validator, feed = _scores_and_feed(
+            run, nb, val, order, batch_size, workers, scoring, few, few_index
         )
-        few_bias_t = b_t[few_t]
-        validator = None
-        if val is not None:
-            with watch.stage("frozen_val"):
-                validator = Validator(frozen, *val, splits, few_bias_t, budgets)
-        with watch.stage("sampling"):
-            own_cols = torch.from_numpy(np.searchsorted(source_classes, few)).to(dev)
-            nb_cols = torch.from_numpy(np.searchsorted(source_classes, nb.classes)).to(dev)
-            feed = Feed(
-                frozen,
-                x,
-                y,
-                few_index,
-                order,
-                batch_size,
-                own_cols,
-                nb_cols,
-                watch,
-                budgets.frozen,
-            )
         feed.prepare()
         if feed.n_windows == 1 and (validator is None or validator.table):
             scoring.close()  # no more scoring: the workers and their buffers can go
@@ -404,24 +408,13 @@ def correct(
     t_start, budgets = time.perf_counter(), current_budgets()
     W_arr, x, y, bias = classifier_inputs(features, labels, W, b, row_sources=True)
     n_classes, d = W_arr.shape
-    settings = Settings(  # checked in the order of its fields
-        k=k,
-        metric=metric,
-        rho=rho,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        lr_step=lr_step,
-        lr_gamma=lr_gamma,
-        hidden=hidden,
-        few_below=few_below,
-        many_above=many_above,
-        score_scale=score_scale,
-        min_epochs=min_epochs,
-        device=device,
-        seed=seed,
-    )
+    # Checked in the order of its fields; every knob passed by name.
+    settings = Settings(
+        k=k, metric=metric, rho=rho, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, hidden=hidden,
+        few_below=few_below, many_above=many_above, score_scale=score_scale,
+        min_epochs=min_epochs, device=device, seed=seed,
+    )  # fmt: skip
     show, dev = _show_progress(progress), parse_device(settings.device)
     val = None if val is None else data_pair(val, "val", d, n_classes, row_sources=True)
     counts = np.bincount(y, minlength=n_classes).astype(np.int64)

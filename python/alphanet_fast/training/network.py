@@ -25,11 +25,13 @@ from typing import Any
 
 import torch
 
+from alphanet_fast._errors import fail
+from alphanet_fast._memory import memory_limit
 from alphanet_fast.model import LEAKY_SLOPE, few_scores, init_layers, linear_pieces
 from alphanet_fast.training.pieces import PieceRunner
 from alphanet_fast.training.sampling import Budgets
 
-__all__ = ["FewNetwork", "stacks_transposed"]
+__all__ = ["FewNetwork", "check_network_size", "stacks_transposed"]
 
 # F.normalize's floor under the L1 norm (the paper's a / ||a||_1 except at a == 0).
 NORM_EPS = 1e-12
@@ -223,3 +225,21 @@ def hidden_first(hidden: Sequence[int], k: int) -> int:
 def step_flops(n_few: int, n_in: int, hidden: Sequence[int], k: int) -> int:
     """Multiply-adds times two of one step's first layer (forward and weight gradient)."""
     return 4 * n_few * n_in * hidden_first(hidden, k)
+
+
+def check_network_size(n_few: int, d: int, k: int, hidden: Sequence[int]) -> None:
+    """Refuse a network whose parameters, gradients and optimizer state (4 float32
+    copies) could not fit in the memory this process may have, before torch tries."""
+    widths = [(k + 1) * d, *hidden, k]
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    widest = max(widths[1:])
+    need = 4 * (4 * params + 4 * n_few * widest * len(widths))
+    limit, what = memory_limit()
+    if need > limit:
+        raise fail(
+            "hidden",
+            f"a network of widths {tuple(hidden)} on {widths[0]:,} inputs "
+            f"would need {need / 2**30:,.1f} GiB for its parameters, gradients and "
+            f"optimizer state, more than the {limit / 2**30:,.1f} GiB of {what}",
+            value=hidden,
+        )
