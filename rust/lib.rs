@@ -18,6 +18,8 @@ pub mod probe;
 pub mod real;
 mod select;
 pub mod simd;
+#[cfg(test)]
+mod test_rng;
 pub mod topk;
 mod validate;
 

@@ -205,14 +205,8 @@ pub fn a_bt<T: Real>(level: Simd, a: ArrayView2<T>, b: ArrayView2<T>, out: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::lcg;
     use ndarray::Array2;
-
-    fn lcg(seed: &mut u64) -> f64 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 11) as f64) / ((1u64 << 53) as f64) - 0.5
-    }
 
     fn check<T: Real>(tol: f64) {
         let mut seed = 3u64;

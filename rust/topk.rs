@@ -173,14 +173,8 @@ impl<T: Real> Scoring<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::lcg;
     use ndarray::{array, Array2};
-
-    fn lcg(seed: &mut u64) -> f64 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 11) as f64) / ((1u64 << 53) as f64) - 0.5
-    }
 
     #[test]
     fn matches_full_scores_across_tiles() {

@@ -1,6 +1,7 @@
 //! Tests of the class-means kernels against plain float64 sums.
 
 use super::*;
+use crate::test_rng::lcg;
 use ndarray::{array, Array2};
 
 fn reference(x: &Array2<f64>, labels: &[i64], c: usize) -> (Array2<f64>, Vec<i64>) {
@@ -33,13 +34,6 @@ fn same_bits<'a>(
     a.into_iter()
         .zip(b)
         .all(|(x, y)| x.to_bits() == y.to_bits())
-}
-
-fn lcg(seed: &mut u64) -> f64 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    ((*seed >> 11) as f64) / ((1u64 << 53) as f64) - 0.5
 }
 
 #[test]

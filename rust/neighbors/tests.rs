@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::simd::Simd;
+use crate::test_rng::lcg;
 use ndarray::{array, Array2, LinalgScalar};
 
 /// The dot products from ndarray's own matrix product (zeros where the
@@ -18,13 +19,6 @@ fn nearest_neighbors<T: Real + LinalgScalar>(
         Array2::zeros((q.nrows(), p.nrows()))
     };
     nearest_neighbors_from_dots(q, p, dots.view(), k, metric)
-}
-
-fn lcg(seed: &mut u64) -> f64 {
-    *seed = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    ((*seed >> 11) as f64) / ((1u64 << 53) as f64) - 0.5
 }
 
 fn brute(q: &Array2<f64>, p: &Array2<f64>, k: usize, metric: Metric) -> Vec<Vec<usize>> {
