@@ -20,6 +20,7 @@ mod select;
 pub mod simd;
 #[cfg(test)]
 mod test_rng;
+pub mod thin;
 pub mod topk;
 mod validate;
 

@@ -100,8 +100,8 @@ def long_tail(seed=0, n_classes=30, d=16):
 def test_correct_is_bitwise_the_same_with_one_two_and_three_threads():
     from alphanet_fast.training import Budgets, using_budgets
 
-    # Scoring in blocks of 64 rows (several per worker) and the first layer in pieces.
-    budgets = Budgets(block=1, chunked_layer=0)
+    # Scoring in blocks of 64 rows (several per worker).
+    budgets = Budgets(block=1)
     x, y, W, b, val = long_tail()
     kwargs = dict(val=val, epochs=3, min_epochs=1, batch_size=32, progress=False, device="cpu")
     torch_threads, kernel_threads = torch.get_num_threads(), af.get_num_threads()

@@ -1,13 +1,13 @@
-"""The hand-written training step against autograd, and its pieces against one product."""
+"""The hand-written training step against autograd, on the Rust products and on torch's."""
 
 from __future__ import annotations
 
+import alphanet_fast as af
 import numpy as np
 import pytest
 import torch
 from alphanet_fast.model import build_network, few_scores
 from alphanet_fast.training.network import FewNetwork, stacks_transposed
-from alphanet_fast.training.sampling import Budgets
 from alphanet_fast.training.trainer import sample_losses
 
 
@@ -33,19 +33,19 @@ def _autograd(stacks, k, hidden, seed, batch, bias, scale):
 
 
 @pytest.mark.parametrize(
-    ("hidden", "chunked", "scale"),
-    [((8, 8), False, 1.0), ((8, 8), True, 7.5), ((), True, 1.0), ((5, 3, 4), False, 0.5)],
+    ("hidden", "native", "scale"),
+    [((8, 8), False, 1.0), ((8, 8), True, 7.5), ((), True, 1.0), ((5, 3, 4), True, 0.5)],
 )
-def test_hand_written_step_equals_autograd_in_float64(hidden, chunked, scale):
+def test_hand_written_step_equals_autograd_in_float64(hidden, native, scale):
     gen = torch.Generator().manual_seed(len(hidden))
     n_few, k, d = 7, 3, 37
     stacks = torch.randn(n_few, (k + 1) * d, generator=gen, dtype=torch.float64)
     batch = _batch(n_few, k, 11, gen, torch.float64)
     bias = torch.randn(n_few, generator=gen, dtype=torch.float64)
     want_loss, want_grads, net = _autograd(stacks, k, hidden, 4, batch, bias, scale)
-    budgets = Budgets(chunked_layer=0 if chunked else 1 << 40)
-    with FewNetwork(stacks.T.contiguous(), k, hidden, seed=4, workers=2, budgets=budgets) as fn:
-        assert len(fn.blocks) == (2 if chunked else 1)
+    with FewNetwork(stacks.T.contiguous(), k, hidden, seed=4, workers=2) as fn:
+        if not native:  # torch's products, as on CUDA
+            fn._native = None
         torch.testing.assert_close(fn.alphas(), net(stacks).detach(), rtol=1e-13, atol=1e-15)
         loss = fn.step_loss(batch, bias, scale)
         torch.testing.assert_close(loss, want_loss.detach(), rtol=1e-13, atol=1e-15)
@@ -68,8 +68,7 @@ def test_a_zero_output_row_takes_the_norm_floor_as_autograd_does():
     own, nbs, lse, logit, target_few = batch
     loss = sample_losses(few_scores(own, nbs, net(stacks), bias, 1.0), lse, logit, target_few)
     want = torch.autograd.grad(loss.mean(), list(net.parameters()))
-    budgets = Budgets(chunked_layer=1 << 40)
-    with FewNetwork(stacks.T.contiguous(), k, (), seed=1, workers=1, budgets=budgets) as fn:
+    with FewNetwork(stacks.T.contiguous(), k, (), seed=1, workers=1) as fn:
         fn.params[1].zero_()
         fn.step_loss(batch, bias, 1.0)
         assert fn.alphas()[1].abs().max() == 0
@@ -77,22 +76,27 @@ def test_a_zero_output_row_takes_the_norm_floor_as_autograd_does():
         torch.testing.assert_close(fn.grads[1], want[1], rtol=1e-11, atol=1e-14)
 
 
-@pytest.mark.parametrize("n_in", [40, 301, 1000])
-def test_the_pieces_give_the_same_bits_whoever_runs_them(n_in):
+@pytest.mark.parametrize("n_in", [40, 1024, 2 * 1024 + 301])
+def test_the_products_give_the_same_bits_on_any_pool_or_the_calling_thread(n_in):
+    from alphanet_fast import _core
+
+    assert _core.THIN_PIECE_ROWS == 1024  # the sizes above: one piece, one, three
     gen = torch.Generator().manual_seed(n_in)
     n_few, k = 13, 4
     stacks_t = torch.randn(n_in, n_few, generator=gen)
     batch = _batch(n_few, k, 9, gen, torch.float32)
     bias = torch.randn(n_few, generator=gen)
     runs = []
-    for workers in (1, 2, 3):
-        with FewNetwork(
-            stacks_t, k, (6,), seed=2, workers=workers, budgets=Budgets(chunked_layer=0)
-        ) as fn:
-            fn._runner.shared = workers > 1
-            losses = [fn.step_loss(batch, bias, 1.0).clone() for _ in range(2)]
-            runs.append((fn.alphas(), *losses, *[g.clone() for g in fn.grads]))
-    assert len(fn.blocks) == 2
+    kernel_threads = af.get_num_threads()
+    try:
+        for workers, shared in ((1, False), (2, True), (2, False), (3, True)):
+            af.set_num_threads(workers)
+            with FewNetwork(stacks_t, k, (6,), seed=2, workers=workers) as fn:
+                fn._runner.next_way = lambda shared=shared: shared
+                losses = [fn.step_loss(batch, bias, 1.0).clone() for _ in range(2)]
+                runs.append((fn.alphas(), *losses, *[g.clone() for g in fn.grads]))
+    finally:
+        af.set_num_threads(kernel_threads)
     for run in runs[1:]:
         for got, want in zip(run, runs[0], strict=True):
             assert torch.equal(got, want)
@@ -105,7 +109,7 @@ def test_stacks_transposed_and_the_corrected_rows():
     st = stacks_transposed(W, sources)
     np.testing.assert_array_equal(st.T.numpy(), W[sources].reshape(2, -1).numpy())
     alphas = torch.tensor([[0.25, -0.75], [1.0, 0.0]])
-    with FewNetwork(st, 2, (3,), seed=0, workers=1, budgets=Budgets()) as fn:
+    with FewNetwork(st, 2, (3,), seed=0, workers=1) as fn:
         rows = fn.corrected_few_rows(alphas)
     want = W[sources[:, 0]] + torch.einsum("fk,fkd->fd", alphas, W[sources[:, 1:]])
     torch.testing.assert_close(rows, want, rtol=1e-6, atol=1e-6)

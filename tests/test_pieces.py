@@ -1,4 +1,5 @@
-"""The first layer's piece runner: every piece once, either way, the faster way kept."""
+"""The piece runner: every piece once, either way, the faster way kept (also for the
+first layer's Rust products, which run on the pool or the calling thread)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 import torch
 from alphanet_fast.training import pieces
 from alphanet_fast.training.pieces import PieceRunner
-from alphanet_fast.training.sampling import Budgets, using_budgets
 from training_toys import FAST, toy
 
 
@@ -90,11 +90,10 @@ def test_correct_gives_the_same_bits_whichever_way_the_pieces_ran(shared, monkey
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with using_budgets(Budgets(chunked_layer=0)):
-            mixed = af.correct(x, y, W, b, **kw)  # the probes switch ways during the run
-            monkeypatch.setattr(PieceRunner, "_faster_shared", lambda self: shared)
-            monkeypatch.setattr(pieces, "PROBE_CALLS", 0)
-            fixed = af.correct(x, y, W, b, **kw)
+        mixed = af.correct(x, y, W, b, **kw)  # the probes switch ways during the run
+        monkeypatch.setattr(PieceRunner, "_faster_shared", lambda self: shared)
+        monkeypatch.setattr(pieces, "PROBE_CALLS", 0)
+        fixed = af.correct(x, y, W, b, **kw)
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(fixed.alphas, mixed.alphas)

@@ -9,10 +9,6 @@ import numpy as np
 import pytest
 import torch
 from alphanet_fast.model import AlphaNetwork, few_scores
-from alphanet_fast.training.sampling import (
-    Budgets,
-    using_budgets,
-)
 from alphanet_fast.training.trainer import sample_losses
 from training_toys import FAST, naive_loss, toy, val_accuracy
 
@@ -51,33 +47,24 @@ def test_fast_loss_and_gradients_equal_naive_in_float64(scale):
         torch.testing.assert_close(g_fast, g_naive, rtol=1e-10, atol=1e-12)
 
 
-def test_linear_pieces_follow_the_input_size_only():
-    from alphanet_fast.model import MAX_LINEAR_PIECES, PIECE_BYTES, linear_pieces
-
-    assert linear_pieces(0) == 2
-    assert linear_pieces(3 * PIECE_BYTES + 1) == 3
-    assert linear_pieces(1 << 40) == MAX_LINEAR_PIECES
-
-
-def test_chunked_first_layer_in_correct_is_the_same_whatever_the_threads():
+def test_first_layer_in_correct_is_the_same_whatever_the_threads():
     x, y, W, b, vx, vy = toy(23)
     kw = {**FAST, "val": (vx, vy)}
     plain = af.correct(x, y, W, b, **kw)
-    threads = torch.get_num_threads()
+    threads, kernel_threads = torch.get_num_threads(), af.get_num_threads()
     runs = []
     try:
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            # A zero budget: every network is "large".
-            with using_budgets(Budgets(chunked_layer=0)):
-                runs.append(af.correct(x, y, W, b, **kw))
+            af.set_num_threads(n)
+            runs.append(af.correct(x, y, W, b, **kw))
     finally:
         torch.set_num_threads(threads)
-    for res in runs:
+        af.set_num_threads(kernel_threads)
+    for res in [plain, *runs]:
         np.testing.assert_array_equal(res.alphas, runs[0].alphas)
         np.testing.assert_array_equal(res.W, runs[0].W)
         assert res.history == runs[0].history
-    np.testing.assert_allclose(runs[0].alphas, plain.alphas, rtol=1e-4, atol=1e-5)
 
 
 def test_alphas_are_l1_normalised_and_applied_exactly():

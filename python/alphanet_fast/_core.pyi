@@ -11,17 +11,21 @@ __all__ = [
     "nearest_neighbors",
     "combine",
     "topk_scores",
+    "thin_t_dot",
+    "thin_dot",
     "get_num_threads",
     "_read_probe",
     "set_num_threads",
     "max_threads",
     "THREADS_ENV",
     "TOPK_ROW_BLOCK",
+    "THIN_PIECE_ROWS",
     "__version__",
 ]
 
 THREADS_ENV: str
 TOPK_ROW_BLOCK: int
+THIN_PIECE_ROWS: int
 __version__: str
 
 def class_means(
@@ -59,6 +63,18 @@ def topk_scores(
     k: int,
     row_offset: int | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating]]: ...
+def thin_t_dot(
+    a: npt.NDArray[np.floating],
+    b: npt.NDArray[np.floating],
+    out: npt.NDArray[np.floating],
+    parallel: bool,
+) -> None: ...
+def thin_dot(
+    a: npt.NDArray[np.floating],
+    g: npt.NDArray[np.floating],
+    out: npt.NDArray[np.floating],
+    parallel: bool,
+) -> None: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def max_threads() -> int: ...

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["AlphaNetwork", "build_network", "few_scores", "init_layers", "linear_pieces"]
+__all__ = ["AlphaNetwork", "build_network", "few_scores", "init_layers"]
 
 LEAKY_SLOPE = 0.01
 
@@ -134,18 +134,3 @@ def few_scores(
     """
     mixed = (neighbor_scores * alphas).sum(dim=2)
     return (own_scores + mixed + few_bias) * score_scale
-
-
-# The first layer is cut into pieces on the CPU whose number depends on the size
-# of its input only, never on the workers: every piece is the same single-threaded
-# product whatever runs it, so the result does not depend on the thread count.
-# About PIECE_BYTES of input per piece, at least 2 and at most MAX_LINEAR_PIECES
-# (benches/README.md has the measurements).
-PIECE_BYTES = 4 << 20
-MAX_LINEAR_PIECES = 8
-
-
-def linear_pieces(n_bytes: int) -> int:
-    """Pieces the first layer's input of ``n_bytes`` bytes is cut into (from the budget
-    ``Budgets.chunked_layer`` on; see ``training.network``)."""
-    return max(2, min(MAX_LINEAR_PIECES, n_bytes // PIECE_BYTES))

@@ -216,7 +216,7 @@ def _train(
 ) -> tuple[np.ndarray, int, list[dict]]:
     """Draw the epochs, score what never changes, and train: the kept coefficients
     (F, k), the kept epoch and the history."""
-    y, splits, dev, watch, budgets = run.y, run.splits, run.dev, run.watch, run.budgets
+    y, splits, dev, watch = run.y, run.splits, run.dev, run.watch
     s, (few, few_index, few_rows) = run.settings, _few_positions(splits, y)
     workers = torch.get_num_threads() if dev.type == "cpu" else 1
     with loop_settings(dev), ExitStack() as threads:
@@ -236,7 +236,7 @@ def _train(
         stacks_t = stacks_transposed(W_t, torch.cat([few_t[:, None], nb_t], dim=1))
         del W_t
         network = threads.enter_context(
-            FewNetwork(stacks_t, s.k, s.hidden, seed=s.seed, workers=workers, budgets=budgets)
+            FewNetwork(stacks_t, s.k, s.hidden, seed=s.seed, workers=workers)
         )
         optimizer = make_optimizer(network, s.lr, s.weight_decay, s.lr_step, s.lr_gamma)
         return train(

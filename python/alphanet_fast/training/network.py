@@ -9,13 +9,16 @@ preallocated buffers.
 
 The first layer's input is kept transposed, ``(K, F)`` for ``K = (k+1) d``
 inputs and ``F`` few classes, and its weight as ``(K, h)`` (the transpose of
-``nn.Linear``'s, the same values): both products then read the input by
-contiguous row blocks, which is where the matrix kernels run fastest for this
-long, thin shape. Those row blocks are the layer's fixed pieces: their number
-depends on the input's size only (:func:`~alphanet_fast.model.linear_pieces`),
-each is one single-threaded product on whichever thread runs it
-(:class:`~.pieces.PieceRunner`), and the forward's partial sums are added in
-piece order, so the result never depends on the thread count.
+``nn.Linear``'s, the same values). On the CPU its two products, the forward
+``stacksᵀ W1`` and the weight gradient ``stacks g``, are the Rust kernels'
+(``_core.thin_t_dot`` and ``_core.thin_dot``): they cut ``K`` into pieces of
+fixed size, read the input in place instead of packing it (the weight
+gradient from a second, ``(F, K)`` copy, the layout it reads fastest), and
+add the forward's partial sums in piece order, so the result never depends on
+the thread count. Each call runs on the kernels' pool or on the calling
+thread alone, whichever :class:`~.pieces.PieceRunner` has lately timed faster
+(on a shared machine, a pool thread may wait for a core). On CUDA both are
+torch's.
 """
 
 from __future__ import annotations
@@ -25,18 +28,16 @@ from typing import Any
 
 import torch
 
+from alphanet_fast import _core
 from alphanet_fast._errors import fail
 from alphanet_fast._memory import memory_limit
-from alphanet_fast.model import LEAKY_SLOPE, few_scores, init_layers, linear_pieces
+from alphanet_fast.model import LEAKY_SLOPE, few_scores, init_layers
 from alphanet_fast.training.pieces import PieceRunner
-from alphanet_fast.training.sampling import Budgets
 
 __all__ = ["FewNetwork", "check_network_size", "stacks_transposed"]
 
 # F.normalize's floor under the L1 norm (the paper's a / ||a||_1 except at a == 0).
 NORM_EPS = 1e-12
-# Row blocks of the first layer's input start on multiples of this many rows.
-PIECE_ALIGN = 16
 
 
 def stacks_transposed(W_t: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
@@ -53,21 +54,15 @@ def stacks_transposed(W_t: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _blocks(n: int, count: int) -> list[tuple[int, int]]:
-    step = -(-n // count)
-    step = -(-step // PIECE_ALIGN) * PIECE_ALIGN
-    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
-
-
 class FewNetwork:
     """The AlphaNet network over the few classes, with a hand-written training step.
 
     ``Linear(K -> h1) -> leaky ReLU -> ... -> Linear(h_last -> k)``, L1-normalised
     (:class:`~alphanet_fast.model.AlphaNetwork`'s function and initialisation,
-    drawn from ``seed`` by a generator of the call's own). On the CPU, from
-    ``budgets.chunked_layer`` bytes of input, the first layer runs in fixed
-    pieces that ``workers`` threads share. Use as a context manager: it owns
-    those threads.
+    drawn from ``seed`` by a generator of the call's own). ``workers`` threads
+    share the validation's coarse work (:meth:`share`); with more than one, the
+    first layer's products may run on the kernels' pool. Use as a context
+    manager: it owns those threads.
 
     Attributes
     ----------
@@ -84,7 +79,6 @@ class FewNetwork:
         *,
         seed: int,
         workers: int,
-        budgets: Budgets,
     ):
         self.stacks_t, self.k = stacks_t, k
         n_in, self.n_few = stacks_t.shape
@@ -95,15 +89,20 @@ class FewNetwork:
             W = W.T if i == 0 else W
             self.params += [W.to(dev, stacks_t.dtype).contiguous(), b.to(dev, stacks_t.dtype)]
         self.grads = [torch.empty_like(p) for p in self.params]
-        n_bytes = stacks_t.numel() * stacks_t.element_size()
-        chunked = dev.type == "cpu" and n_bytes >= budgets.chunked_layer
-        self.blocks = _blocks(n_in, linear_pieces(n_bytes) if chunked else 1)
-        self._partial = torch.empty(
-            (len(self.blocks), self.n_few, hidden_first(hidden, k)),
-            dtype=stacks_t.dtype,
-            device=dev,
-        )
         self._runner = PieceRunner(workers if dev.type == "cpu" else 1)
+        self._native = None
+        if dev.type == "cpu":
+            # numpy views of the same memory: the Rust products read and write in place.
+            rows = stacks_t.T.contiguous()  # (F, K), kept alive by the view below
+            first = torch.empty((self.n_few, hidden_first(hidden, k)), dtype=stacks_t.dtype)
+            self._native = (
+                stacks_t.numpy(),
+                rows.numpy().T,
+                self.params[0].numpy(),
+                first,
+                first.numpy(),
+                self.grads[0].numpy(),
+            )
 
     def __enter__(self) -> FewNetwork:
         return self
@@ -116,21 +115,13 @@ class FewNetwork:
         self._runner.share(fn, items)
 
     def _first(self) -> torch.Tensor:
-        """``stacks @ W1.T + b1``, ``(F, h1)``: the blocks' partial products summed in order."""
+        """``stacks @ W1.T + b1``, ``(F, h1)``."""
         W1t, b1 = self.params[0], self.params[1]
-        partial, st = self._partial, self.stacks_t
-
-        def piece(i: int) -> None:
-            lo, hi = self.blocks[i]
-            torch.mm(st[lo:hi].T, W1t[lo:hi], out=partial[i])
-
-        if len(self.blocks) == 1:
-            return torch.addmm(b1, st.T, W1t)
-        self._runner(piece, range(len(self.blocks)))
-        out = partial[0] + b1
-        for i in range(1, len(self.blocks)):
-            out += partial[i]
-        return out
+        if self._native is None:
+            return torch.addmm(b1, self.stacks_t.T, W1t)
+        st, _, w1t, first, first_np, _ = self._native
+        _core.thin_t_dot(st, w1t, first_np, self._runner.next_way())
+        return first + b1
 
     def _forward(self) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Pre-activations and activations of every layer, the raw outputs' L1 norms and ``ã``."""
@@ -197,16 +188,11 @@ class FewNetwork:
             g = g @ self.params[2 * i]
             g = torch.where(zs[i - 1] > 0, g, g * LEAKY_SLOPE)
         torch.sum(g, dim=0, out=self.grads[1])
-        st, gW1t = self.stacks_t, self.grads[0]
-
-        def piece(i: int) -> None:
-            lo, hi = self.blocks[i]
-            torch.mm(st[lo:hi], g, out=gW1t[lo:hi])
-
-        if len(self.blocks) == 1:
-            torch.mm(st, g, out=gW1t)
-        else:
-            self._runner(piece, range(len(self.blocks)))
+        if self._native is None:
+            torch.mm(self.stacks_t, g, out=self.grads[0])
+            return
+        rows_t, grad_np = self._native[1], self._native[5]
+        _core.thin_dot(rows_t, g.contiguous().numpy(), grad_np, self._runner.next_way())
 
     def corrected_few_rows(self, alphas_t: torch.Tensor) -> torch.Tensor:
         """``w'_f = W_f + sum_i ã_f,i W_ni`` for every few class, (F, d)."""
@@ -229,17 +215,18 @@ def step_flops(n_few: int, n_in: int, hidden: Sequence[int], k: int) -> int:
 
 def check_network_size(n_few: int, d: int, k: int, hidden: Sequence[int]) -> None:
     """Refuse a network whose parameters, gradients and optimizer state (4 float32
-    copies) could not fit in the memory this process may have, before torch tries."""
+    copies), with the second copy of its input that the CPU's weight gradient
+    reads, could not fit in the memory this process may have, before torch tries."""
     widths = [(k + 1) * d, *hidden, k]
     params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
     widest = max(widths[1:])
-    need = 4 * (4 * params + 4 * n_few * widest * len(widths))
+    need = 4 * (4 * params + 4 * n_few * widest * len(widths) + n_few * widths[0])
     limit, what = memory_limit()
     if need > limit:
         raise fail(
             "hidden",
             f"a network of widths {tuple(hidden)} on {widths[0]:,} inputs "
-            f"would need {need / 2**30:,.1f} GiB for its parameters, gradients and "
-            f"optimizer state, more than the {limit / 2**30:,.1f} GiB of {what}",
+            f"would need {need / 2**30:,.1f} GiB for its parameters, gradients, "
+            f"optimizer state and input, more than the {limit / 2**30:,.1f} GiB of {what}",
             value=hidden,
         )

@@ -71,10 +71,14 @@ class PieceRunner:
 
     def __call__(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
         items = list(items)
+        self._run(fn, items, self.next_way())
+
+    def next_way(self) -> bool:
+        """Whether the call about to start should share its work, with the probes'
+        bookkeeping: for work that is shared elsewhere (the Rust kernels' pool),
+        called once per call, whose time to the next call is what is compared."""
         if self._pool is None:
-            for item in items:
-                fn(item)
-            return
+            return False
         now = time.perf_counter()
         phase = self.calls % PROBE_EVERY
         self.calls += 1
@@ -84,7 +88,7 @@ class PieceRunner:
             self.shared = self._faster_shared()
         self._started = now
         probing = phase < 2 * PROBE_CALLS
-        self._run(fn, items, phase < PROBE_CALLS if probing else self.shared)
+        return phase < PROBE_CALLS if probing else self.shared
 
     def share(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
         """Like calling the runner, but always shared, without probes: for coarse

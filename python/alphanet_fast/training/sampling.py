@@ -59,15 +59,6 @@ class Budgets:
         its neighbours). Above it, validation keeps each row's best base class
         only and recomputes the few classes' columns every epoch from the
         corrected few rows.
-    chunked_layer : int, default 4 MiB
-        Size of the network's input (``F x (k+1)d`` float32, a constant) from
-        which its first layer is computed in fixed pieces (``training.network``,
-        about 4 MiB of input each, 2 to 8) that the calling thread shares with
-        ``torch.get_num_threads() - 1`` helper threads whenever that has been
-        measured faster during the run (:class:`~.pieces.PieceRunner`). Below
-        it (a few hundred few classes at d = 512) the layer is too small for
-        the threads to pay. Whether the layer is cut depends on the shape only,
-        so results do not depend on the threads.
     block : int, default 16 MiB
         Rows gathered per scoring block: the gathered rows and their scores
         against every class stay around this many bytes.
@@ -75,7 +66,6 @@ class Budgets:
 
     frozen: int = 96 << 20
     val: int = 128 << 20
-    chunked_layer: int = 4 << 20
     block: int = 16 << 20
 
     def block_rows(self, d: int, n_classes: int) -> int:

@@ -1,0 +1,131 @@
+"""The training step's first-layer products (``_core.thin_t_dot``, ``_core.thin_dot``).
+
+Against float64 numpy references on random shapes (several pieces of
+``THIN_PIECE_ROWS`` rows and a short last one, odd widths, strided views), on
+every SIMD path this CPU has; bitwise the same on 1, 2 and 3 kernel threads and
+on the calling thread; and bad arguments refused with the argument named.
+"""
+
+from __future__ import annotations
+
+import alphanet_fast as af
+import numpy as np
+import pytest
+from alphanet_fast import _core
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_kernel_paths import cpu_paths
+
+PIECE = _core.THIN_PIECE_ROWS
+
+
+def _both(a, b, g, parallel):
+    """The forward ``a.T @ b`` and the gradient ``a @ g`` (``a`` read column-major)."""
+    fwd = np.empty((a.shape[1], b.shape[1]), dtype=a.dtype)
+    grad = np.empty((a.shape[0], g.shape[1]), dtype=a.dtype)
+    _core.thin_t_dot(a, b, fwd, parallel)
+    _core.thin_dot(np.ascontiguousarray(a.T).T, g, grad, parallel)
+    return fwd, grad
+
+
+def _inputs(seed, k, f, h, dtype, scale=1.0):
+    rng = np.random.default_rng(seed)
+    a = (rng.standard_normal((k, f)) * scale).astype(dtype)
+    b = rng.standard_normal((k, h)).astype(dtype)
+    g = rng.standard_normal((f, h)).astype(dtype)
+    return a, b, g
+
+
+def _check_against_reference(a, b, g, fwd, grad):
+    a64, b64, g64 = (m.astype(np.float64) for m in (a, b, g))
+    # A sum of K products: error within K rounding units of the sum of magnitudes.
+    eps = np.finfo(a.dtype).eps
+    bound_f = a.shape[0] * eps * (np.abs(a64).T @ np.abs(b64)) + 1e-300
+    bound_g = a.shape[1] * eps * (np.abs(a64) @ np.abs(g64)) + 1e-300
+    assert (np.abs(fwd - a64.T @ b64) <= bound_f).all()
+    assert (np.abs(grad - a64 @ g64) <= bound_g).all()
+
+
+@pytest.mark.parametrize("path", cpu_paths())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_path_matches_the_reference_and_is_the_same_on_any_pool(path, dtype, monkeypatch):
+    monkeypatch.setenv("ALPHANET_FAST_SIMD", path)
+    a, b, g = _inputs(1, 2 * PIECE + 301, 37, 19, dtype)
+    before = af.get_num_threads()
+    runs = []
+    try:
+        for n, parallel in ((1, True), (2, True), (3, True), (2, False)):
+            af.set_num_threads(n)
+            runs.append(_both(a, b, g, parallel))
+    finally:
+        af.set_num_threads(before)
+    _check_against_reference(a, b, g, *runs[0])
+    for fwd, grad in runs[1:]:
+        np.testing.assert_array_equal(fwd, runs[0][0])
+        np.testing.assert_array_equal(grad, runs[0][1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    k=st.integers(1, 3 * PIECE),
+    f=st.integers(1, 40),
+    h=st.integers(1, 24),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    scale=st.sampled_from([1.0, 1e-30, 1e30]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_shapes_and_magnitudes_match_the_reference(k, f, h, dtype, scale, seed):
+    if dtype == np.float32 and scale != 1.0:
+        scale = 1e-15 if scale < 1 else 1e15  # far apart, still finite products in float32
+    a, b, g = _inputs(seed, k, f, h, dtype, scale)
+    fwd, grad = _both(a, b, g, parallel=True)
+    _check_against_reference(a, b, g, fwd, grad)
+    again = _both(a, b, g, parallel=False)
+    np.testing.assert_array_equal(again[0], fwd)
+    np.testing.assert_array_equal(again[1], grad)
+
+
+def test_strided_views_are_read_in_place():
+    a, b, g = _inputs(3, 3000, 20, 9, np.float32)
+    a_view, b_view = a[::2, ::2], b[::2]
+    fwd = np.empty((10, 9), dtype=np.float32)
+    _core.thin_t_dot(a_view, b_view, fwd, True)
+    _check_against_reference(a_view, b_view, g[::2], fwd, a_view @ g[::2])
+
+
+def test_zero_rows_give_zeros():
+    a, b, _ = _inputs(0, 0, 4, 3, np.float32)
+    fwd = np.full((4, 3), np.nan, dtype=np.float32)
+    _core.thin_t_dot(a, b, fwd, True)
+    np.testing.assert_array_equal(fwd, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda a, b, g: _core.thin_t_dot(a, b[1:], np.empty((5, 3), np.float32), True), "b"),
+        (lambda a, b, g: _core.thin_t_dot(a, b, np.empty((3, 5), np.float32), True), "out"),
+        (lambda a, b, g: _core.thin_t_dot(a, b, np.empty((3, 5), np.float32).T, True), "out"),
+        (lambda a, b, g: _core.thin_dot(a, g[1:], np.empty((50, 3), np.float32), False), "g"),
+        (lambda a, b, g: _core.thin_dot(a, g, np.empty((49, 3), np.float32), True), "out"),
+    ],
+)
+def test_shapes_that_disagree_are_refused_with_the_argument_named(call, argument):
+    a, b, g = _inputs(0, 50, 5, 3, np.float32)
+    with pytest.raises(af.ArgumentError) as err:
+        call(a, b, g)
+    assert err.value.argument == argument
+
+
+def test_mixed_dtypes_and_a_read_only_output_are_refused():
+    a, b, g = _inputs(0, 50, 5, 3, np.float32)
+    with pytest.raises(TypeError, match="out"):
+        _core.thin_t_dot(a, b, np.empty((5, 3), np.float64), True)
+    with pytest.raises(TypeError, match="b"):
+        _core.thin_t_dot(a, b.astype(np.float64), np.empty((5, 3), np.float32), True)
+    out = np.empty((5, 3), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(Exception, match="writeable|read-only|readonly"):
+        _core.thin_t_dot(a, b, out, True)
+    with pytest.raises(Exception, match="borrow|alias|overlap|writeable|exclusive"):
+        _core.thin_dot(a, g, a, True)  # the output may not be an input
