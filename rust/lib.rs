@@ -10,6 +10,7 @@
 pub mod class_means;
 pub mod combine;
 pub mod error;
+pub mod few_loss;
 #[doc(hidden)]
 pub mod matmul;
 pub mod neighbors;

@@ -15,7 +15,7 @@
 //! - a panic anywhere in a binding becomes a `RuntimeError` naming the kernel.
 
 mod convert;
-mod thin;
+mod step;
 
 use ndarray::{Array2, ArrayView2};
 use numpy::{
@@ -440,7 +440,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_read_probe, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(max_threads, m)?)?;
-    thin::register(m)?;
+    step::register(m)?;
     m.add("THREADS_ENV", pool::THREADS_ENV)?;
     m.add("TOPK_ROW_BLOCK", crate::topk::ROW_BLOCK)?;
     // The package's one version, Cargo.toml's (maturin gives it to the wheel too).

@@ -13,6 +13,7 @@ __all__ = [
     "topk_scores",
     "thin_t_dot",
     "thin_dot",
+    "few_loss",
     "get_num_threads",
     "_read_probe",
     "set_num_threads",
@@ -75,6 +76,17 @@ def thin_dot(
     out: npt.NDArray[np.floating],
     parallel: bool,
 ) -> None: ...
+def few_loss(
+    own: npt.NDArray[np.floating],
+    neighbors: npt.NDArray[np.floating],
+    base_lse: npt.NDArray[np.floating],
+    target_score: npt.NDArray[np.floating],
+    target_few: npt.NDArray[np.int64],
+    alphas: npt.NDArray[np.floating],
+    few_bias: npt.NDArray[np.floating],
+    scale: float,
+    grad: npt.NDArray[np.floating],
+) -> float: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def max_threads() -> int: ...

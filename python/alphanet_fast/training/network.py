@@ -145,7 +145,9 @@ class FewNetwork:
         few_bias_t: torch.Tensor,
         score_scale: float,
     ) -> torch.Tensor:
-        """The batch's mean loss (a 0-d tensor); the gradients are left in :attr:`grads`.
+        """The batch's mean loss (a 0-d tensor, float64 on the CPU); the gradients are
+        left in :attr:`grads`. On the CPU the loss and its gradient in the
+        coefficients are one Rust pass (``_core.few_loss``), on CUDA tensor operations.
 
         ``steps`` are the batch's own scores (B, F), neighbour scores (B, F, k), base
         log-sum-exp, target score and target few index (-1: a base target), as
@@ -153,6 +155,22 @@ class FewNetwork:
         """
         own, nbs, lse, logit, target_few = steps
         zs, acts, norm, alphas = self._forward()
+        if self._native is not None:
+            # The loss and its gradient in the coefficients in one Rust pass (rust/few_loss.rs).
+            g_alphas = torch.empty_like(alphas)
+            loss = _core.few_loss(
+                own.numpy(),
+                nbs.reshape(nbs.shape[0], -1).numpy(),
+                lse.numpy(),
+                logit.numpy(),
+                target_few.numpy(),
+                alphas.numpy(),
+                few_bias_t.numpy(),
+                float(score_scale),
+                g_alphas.numpy(),
+            )
+            self._backward(zs, acts, norm, alphas, g_alphas)
+            return torch.tensor(loss, dtype=torch.float64)
         scores = few_scores(own, nbs, alphas, few_bias_t, score_scale)
         n = scores.shape[0]
         all_lse = torch.logsumexp(torch.cat([lse[:, None], scores], dim=1), dim=1)

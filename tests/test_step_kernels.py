@@ -1,9 +1,12 @@
-"""The training step's first-layer products (``_core.thin_t_dot``, ``_core.thin_dot``).
+"""The training step's Rust kernels: the first layer's products
+(``_core.thin_t_dot``, ``_core.thin_dot``) and the few-class loss (``_core.few_loss``).
 
-Against float64 numpy references on random shapes (several pieces of
-``THIN_PIECE_ROWS`` rows and a short last one, odd widths, strided views), on
-every SIMD path this CPU has; bitwise the same on 1, 2 and 3 kernel threads and
-on the calling thread; and bad arguments refused with the argument named.
+The products against float64 numpy references on random shapes (several pieces
+of ``THIN_PIECE_ROWS`` rows and a short last one, odd widths, strided views), on
+every SIMD path this CPU has, bitwise the same on 1, 2 and 3 kernel threads and
+on the calling thread. The loss and its gradient against torch's autograd of
+the same formula on random batches, extreme scores included. Bad arguments are
+refused with the argument named.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import alphanet_fast as af
 import numpy as np
 import pytest
+import torch
 from alphanet_fast import _core
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -129,3 +133,79 @@ def test_mixed_dtypes_and_a_read_only_output_are_refused():
         _core.thin_t_dot(a, b, out, True)
     with pytest.raises(Exception, match="borrow|alias|overlap|writeable|exclusive"):
         _core.thin_dot(a, g, a, True)  # the output may not be an input
+
+
+def _loss_inputs(seed, rows, n_few, k, dtype, spread=1.0):
+    rng = np.random.default_rng(seed)
+    own = (rng.standard_normal((rows, n_few)) * spread).astype(dtype)
+    nbs = (rng.standard_normal((rows, n_few * k)) * spread).astype(dtype)
+    lse = (rng.standard_normal(rows) * spread + 2).astype(dtype)
+    logit = rng.standard_normal(rows).astype(dtype)
+    target = rng.integers(-1, n_few, rows).astype(np.int64)
+    alphas = rng.standard_normal((n_few, k)).astype(dtype)
+    bias = rng.standard_normal(n_few).astype(dtype)
+    return own, nbs, lse, logit, target, alphas, bias
+
+
+def _autograd_loss(own, nbs, lse, logit, target, alphas, bias, scale):
+    arrays = {"own": own, "nbs": nbs, "lse": lse, "logit": logit, "alphas": alphas, "bias": bias}
+    t = {n: torch.from_numpy(v).double() for n, v in arrays.items()}
+    a = t["alphas"].requires_grad_()
+    n, f = own.shape
+    scores = (t["own"] + (t["nbs"].view(n, f, -1) * a).sum(2) + t["bias"]) * scale
+    all_lse = torch.logsumexp(torch.cat([t["lse"][:, None], scores], dim=1), dim=1)
+    tt = torch.from_numpy(target)
+    few_target = scores.gather(1, tt.clamp_min(0)[:, None])[:, 0]
+    loss = (all_lse - torch.where(tt >= 0, few_target, t["logit"])).mean()
+    (grad,) = torch.autograd.grad(loss, a)
+    return float(loss.detach()), grad.numpy()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 70),
+    n_few=st.integers(1, 30),
+    k=st.integers(1, 6),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    spread=st.sampled_from([1.0, 30.0, 300.0]),
+    scale=st.sampled_from([1.0, 0.01, 7.5]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_few_loss_matches_autograd(rows, n_few, k, dtype, spread, scale, seed):
+    args = _loss_inputs(seed, rows, n_few, k, dtype, spread)
+    grad = np.full((n_few, k), np.nan, dtype=dtype)
+    loss = _core.few_loss(*args[:7], scale, grad)
+    want_loss, want_grad = _autograd_loss(*args, scale)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12, atol=1e-12 * abs(want_loss) + 1e-300)
+    # The gradient is accumulated in float64 and rounded once to the dtype.
+    tol = 4 * np.finfo(dtype).eps * (np.abs(want_grad).max() + 1e-300)
+    np.testing.assert_allclose(grad, want_grad.astype(dtype), rtol=0, atol=tol * rows)
+
+
+def test_few_loss_lets_nan_through():
+    args = list(_loss_inputs(0, 5, 4, 2, np.float32))
+    args[5] = args[5].copy()
+    args[5][1, 0] = np.nan  # a diverged coefficient
+    grad = np.zeros((4, 2), dtype=np.float32)
+    assert np.isnan(_core.few_loss(*args, 1.0, grad))
+
+
+@pytest.mark.parametrize(
+    ("position", "bad", "argument"),
+    [
+        (4, np.array([0, 1, 4, -1, 2], dtype=np.int64), "target_few"),
+        (4, np.array([0, 1, -2, -1, 2], dtype=np.int64), "target_few"),
+        (1, np.zeros((5, 7), dtype=np.float32), "neighbors"),
+        (2, np.zeros(4, dtype=np.float32), "base_lse"),
+        (5, np.zeros((3, 2), dtype=np.float32), "alphas"),
+        (6, np.zeros(5, dtype=np.float32), "few_bias"),
+    ],
+)
+def test_few_loss_refuses_bad_arguments_with_their_name(position, bad, argument):
+    args = list(_loss_inputs(1, 5, 4, 2, np.float32))
+    args[position] = bad
+    with pytest.raises(af.ArgumentError) as err:
+        _core.few_loss(*args, 1.0, np.zeros((4, 2), dtype=np.float32))
+    assert err.value.argument == argument
+    if argument == "target_few":
+        assert err.value.row == 2

@@ -1,0 +1,178 @@
+//! Bindings of the training step's kernels: the first layer's two products
+//! ([`crate::thin`]) and the loss over the few classes ([`crate::few_loss`]).
+//! The step calls them on buffers it owns: every argument is a numpy view of a
+//! torch tensor, and the results are written into `out` / `grad`.
+
+use ndarray::ArrayView1;
+use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray1};
+use pyo3::prelude::*;
+
+use super::convert::{
+    contiguous, guarded, mixed, owned_indices, run, to_py, typed, Float, Matrix, Vector,
+};
+use crate::error::KernelError;
+use crate::few_loss::FewBatch;
+
+/// On the kernels' pool, or on the calling thread (without the interpreter).
+fn run_where<R: Send>(
+    py: Python<'_>,
+    parallel: bool,
+    kernel: impl FnOnce() -> Result<R, KernelError> + Send,
+) -> PyResult<R> {
+    if parallel {
+        run(py, kernel)
+    } else {
+        py.detach(kernel).map_err(to_py)
+    }
+}
+
+/// `out`, writeable, of the element type `T`.
+fn output<'py, T: Float>(out: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<T>>> {
+    out.cast::<PyArray2<T>>().cloned().map_err(|_| mixed("out"))
+}
+
+fn t_dot_typed<T: Float>(
+    py: Python<'_>,
+    a: &Matrix<'_>,
+    b: &Matrix<'_>,
+    out: &Bound<'_, PyAny>,
+    parallel: bool,
+) -> PyResult<()> {
+    let (a, b) = (typed::<T>(a, "a")?, typed::<T>(b, "b")?);
+    let out = output::<T>(out)?;
+    let mut o = out.try_readwrite()?;
+    let view = o.as_array_mut();
+    run_where(py, parallel, || crate::thin::t_dot(a, b, view, parallel))
+}
+
+fn dot_typed<T: Float>(
+    py: Python<'_>,
+    a: &Matrix<'_>,
+    g: &Matrix<'_>,
+    out: &Bound<'_, PyAny>,
+    parallel: bool,
+) -> PyResult<()> {
+    let (a, g) = (typed::<T>(a, "a")?, typed::<T>(g, "g")?);
+    let out = output::<T>(out)?;
+    let mut o = out.try_readwrite()?;
+    let view = o.as_array_mut();
+    run_where(py, parallel, || crate::thin::dot(a, g, view, parallel))
+}
+
+/// `out[...] = a.T @ b` for a tall `a` (K x F) and `b` (K x h); `out` (F x h), C order;
+/// on the kernels' pool if `parallel`, else on the calling thread (the same bits).
+#[pyfunction]
+fn thin_t_dot<'py>(
+    py: Python<'py>,
+    a: Matrix<'py>,
+    b: Matrix<'py>,
+    out: &Bound<'py, PyAny>,
+    parallel: bool,
+) -> PyResult<()> {
+    guarded("thin_t_dot", || match &a {
+        Matrix::F32(_) => t_dot_typed::<f32>(py, &a, &b, out, parallel),
+        Matrix::F64(_) => t_dot_typed::<f64>(py, &a, &b, out, parallel),
+    })
+}
+
+/// `out[...] = a @ g` for a tall `a` (K x F, fastest column-major) and `g` (F x h);
+/// `out` (K x h), C order.
+#[pyfunction]
+fn thin_dot<'py>(
+    py: Python<'py>,
+    a: Matrix<'py>,
+    g: Matrix<'py>,
+    out: &Bound<'py, PyAny>,
+    parallel: bool,
+) -> PyResult<()> {
+    guarded("thin_dot", || match &a {
+        Matrix::F32(_) => dot_typed::<f32>(py, &a, &g, out, parallel),
+        Matrix::F64(_) => dot_typed::<f64>(py, &a, &g, out, parallel),
+    })
+}
+
+fn vector<'a, T: Float>(v: &'a Vector<'_>, arg: &str) -> PyResult<ArrayView1<'a, T>> {
+    Ok(ArrayView1::from(contiguous(
+        T::vector(v).ok_or_else(|| mixed(arg))?,
+        arg,
+    )?))
+}
+
+/// The few-class loss's arguments after `target_few` (copied) and `own`.
+struct LossArgs<'py> {
+    neighbors: Matrix<'py>,
+    base_lse: Vector<'py>,
+    target_score: Vector<'py>,
+    alphas: Matrix<'py>,
+    few_bias: Vector<'py>,
+}
+
+fn few_loss_typed<T: Float>(
+    py: Python<'_>,
+    own: &Matrix<'_>,
+    rest: &LossArgs<'_>,
+    target_few: &[i64],
+    scale: f64,
+    grad: &Bound<'_, PyAny>,
+) -> PyResult<f64> {
+    let batch = FewBatch {
+        own: typed::<T>(own, "own")?,
+        neighbors: typed::<T>(&rest.neighbors, "neighbors")?,
+        base_lse: vector::<T>(&rest.base_lse, "base_lse")?,
+        target_score: vector::<T>(&rest.target_score, "target_score")?,
+        target_few,
+    };
+    let (alphas, few_bias) = (
+        typed::<T>(&rest.alphas, "alphas")?,
+        vector::<T>(&rest.few_bias, "few_bias")?,
+    );
+    let grad = grad
+        .cast::<PyArray2<T>>()
+        .cloned()
+        .map_err(|_| mixed("grad"))?;
+    let mut g = grad.try_readwrite()?;
+    let view = g.as_array_mut();
+    // Small and serial: on the calling thread, without the interpreter.
+    py.detach(|| crate::few_loss::few_loss(&batch, alphas, few_bias, scale, view))
+        .map_err(to_py)
+}
+
+/// The mean cross-entropy of a batch over all classes from its frozen inputs and
+/// the few classes' coefficients; `grad[...]` = its gradient in `alphas` (F x k).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn few_loss<'py>(
+    py: Python<'py>,
+    own: Matrix<'py>,
+    neighbors: Matrix<'py>,
+    base_lse: Vector<'py>,
+    target_score: Vector<'py>,
+    target_few: PyReadonlyArray1<'py, i64>,
+    alphas: Matrix<'py>,
+    few_bias: Vector<'py>,
+    scale: f64,
+    grad: &Bound<'py, PyAny>,
+) -> PyResult<f64> {
+    guarded("few_loss", || {
+        let target_few = owned_indices(&target_few, "target_few")?;
+        let rest = LossArgs {
+            neighbors,
+            base_lse,
+            target_score,
+            alphas,
+            few_bias,
+        };
+        match &own {
+            Matrix::F32(_) => few_loss_typed::<f32>(py, &own, &rest, &target_few, scale, grad),
+            Matrix::F64(_) => few_loss_typed::<f64>(py, &own, &rest, &target_few, scale, grad),
+        }
+    })
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(few_loss, m)?)?;
+    m.add_function(wrap_pyfunction!(thin_t_dot, m)?)?;
+    m.add_function(wrap_pyfunction!(thin_dot, m)?)?;
+    m.add("THIN_PIECE_ROWS", crate::thin::PIECE_ROWS)?;
+    Ok(())
+}
