@@ -14,6 +14,23 @@ from alphanet_fast import baselines
 # The module (the package's attribute of that name is the function).
 correct_module = importlib.import_module("alphanet_fast.training.correct")
 
+
+def test_counts_on_the_shared_scores_equal_a_pass_of_their_own(data, result, monkeypatch):
+    """On the CPU with a float32 W the check counts on the validation scores AlphaNet
+    computes anyway; without that (a float64 W, or CUDA) it scores the rows itself."""
+    assert data.W.dtype == np.float32 and result.timings["frozen_val"] > 0
+    monkeypatch.setattr(correct_module, "shared_check", lambda *args: None)
+    val = (data.val_features, data.val_labels)
+    own_pass = af.correct(data.train_features, data.train_labels, data.W, data.b, val=val, **KW)
+    assert own_pass.val_baselines == result.val_baselines
+    assert own_pass.W.tobytes() == result.W.tobytes()
+    monkeypatch.undo()
+    wide = af.correct(
+        data.train_features, data.train_labels, data.W.astype(np.float64), data.b, val=val, **KW
+    )
+    assert set(wide.val_baselines) == set(result.val_baselines)
+
+
 KW = {"epochs": 6, "device": "cpu", "progress": False, "seed": 1}
 
 
@@ -42,10 +59,12 @@ def test_figures_are_those_of_the_baselines_chosen_on_validation(data, result):
     assert result.timings["val_baselines"] >= 0
 
 
-def test_alphanet_weights_are_bitwise_the_same_without_the_check(data, result, monkeypatch):
-    monkeypatch.setattr(correct_module, "val_baselines", lambda *args, **kw: None)
+def test_alphanet_weights_are_bitwise_the_same_without_the_check(data, result):
+    from alphanet_fast.baselines.self_check import skipping
+
     val = (data.val_features, data.val_labels)
-    plain = af.correct(data.train_features, data.train_labels, data.W, data.b, val=val, **KW)
+    with skipping():  # neither the counts on the shared scores nor a pass of their own
+        plain = af.correct(data.train_features, data.train_labels, data.W, data.b, val=val, **KW)
     assert plain.val_baselines is None
     assert plain.W.tobytes() == result.W.tobytes()
     assert plain.alphas.tobytes() == result.alphas.tobytes()

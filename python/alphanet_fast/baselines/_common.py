@@ -234,18 +234,34 @@ def candidate_group_hits(
     takes them (one method's candidates each); every candidate is scored
     exactly as it would be alone. Returns one ``(J, C)`` array per group.
     """
-    n_classes = W.shape[0]
-    cast = [(None if sc is None else sc.astype(W.dtype), sh.astype(W.dtype)) for sc, sh in groups]
-    hits = [np.zeros((sh.shape[0], n_classes), dtype=np.int64) for _, sh in cast]
+    cast = cast_groups(groups, W.dtype)
+    hits = [np.zeros((sh.shape[0], W.shape[0]), dtype=np.int64) for _, sh in cast]
     for start, end, S in score_blocks(vx, W):
-        buf = np.empty_like(S)
-        yb = vy[start:end]
-        for (scales, shifts), out in zip(cast, hits):
-            for j in range(shifts.shape[0]):
-                if scales is None:
-                    np.add(S, shifts[j], out=buf)
-                else:
-                    np.multiply(S, scales[j], out=buf)
-                    buf += shifts[j]
-                out[j] += np.bincount(yb[buf.argmax(axis=1) == yb], minlength=n_classes)
+        block_hits(S, vy[start:end], cast, hits)
     return hits
+
+
+def cast_groups(
+    groups: Sequence[tuple[np.ndarray | None, np.ndarray]], dtype: np.dtype
+) -> list[tuple[np.ndarray | None, np.ndarray]]:
+    """The candidates' factors and shifts in the dtype of the scores they apply to."""
+    return [(None if sc is None else sc.astype(dtype), sh.astype(dtype)) for sc, sh in groups]
+
+
+def block_hits(
+    S: np.ndarray,
+    yb: np.ndarray,
+    groups: Sequence[tuple[np.ndarray | None, np.ndarray]],
+    hits: Sequence[np.ndarray],
+) -> None:
+    """Add each candidate's per-class hits on one block of raw scores ``S`` (rows
+    labelled ``yb``) to ``hits`` (one ``(J, C)`` array per group)."""
+    buf = np.empty_like(S)
+    for (scales, shifts), out in zip(groups, hits):
+        for j in range(shifts.shape[0]):
+            if scales is None:
+                np.add(S, shifts[j], out=buf)
+            else:
+                np.multiply(S, scales[j], out=buf)
+                buf += shifts[j]
+            out[j] += np.bincount(yb[buf.argmax(axis=1) == yb], minlength=S.shape[1])

@@ -7,11 +7,14 @@ exactly as :func:`~alphanet_fast.baselines.tau_norm` and
 :func:`~alphanet_fast.baselines.logit_adjust` do with ``val=``; the
 validation rows are scored against ``W`` once for both methods and every
 candidate tau (a column scaling or shift of those scores), so the check costs
-about one scoring pass.
+about one scoring pass, and inside :func:`~alphanet_fast.correct` none: it
+counts the candidates on the blocks its validation scores anyway
+(:class:`BaselineCheck`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from alphanet_fast.baselines._common import candidate_group_hits
+from alphanet_fast.baselines._common import block_hits, cast_groups, score_blocks
 from alphanet_fast.baselines.closed_form import (
     DEFAULT_TAUS,
     logit_adjust_candidates,
     tau_norm_candidates,
 )
 
-__all__ = ["CHECKED", "skipping", "val_baselines"]
+__all__ = ["CHECKED", "BaselineCheck", "checking", "shared_check", "skipping", "val_baselines"]
 
 #: The baselines scored, in the order they are reported.
 CHECKED = ("tau_norm", "logit_adjust")
@@ -58,6 +61,55 @@ def _split_figures(hits: np.ndarray, vy: np.ndarray, splits: Any) -> dict[str, f
         out[name] = float(hits[ids].sum() / n) if n else float("nan")
     out["overall"] = float(hits.sum() / vy.shape[0])
     return out
+
+
+class BaselineCheck:
+    """Tau-normalisation's and logit adjustment's candidates counted on validation
+    scores as they come, block by block, from any thread.
+
+    :func:`val_baselines` feeds it its own scoring pass; :func:`alphanet_fast.correct`
+    feeds it the blocks its validation scores anyway (the raw products ``x @ W.T``
+    before the bias), so that the check costs no product of its own. Each block's
+    counts are added under a lock: integer sums, the same in any order.
+
+    Parameters are :func:`val_baselines`'s; ``dtype`` is the scores'.
+    """
+
+    def __init__(
+        self,
+        W: np.ndarray,
+        b: np.ndarray,
+        counts: np.ndarray,
+        labels: np.ndarray,
+        dtype: Any,
+        taus: Any = DEFAULT_TAUS,
+    ):
+        self.labels = labels
+        self.taus = np.asarray(taus, dtype=np.float64)
+        groups = {"tau_norm": tau_norm_candidates(W, b, self.taus)}
+        if (counts > 0).all():  # log-frequencies are finite
+            groups["logit_adjust"] = logit_adjust_candidates(counts, b, self.taus)
+        self.names = list(groups)
+        self.groups = cast_groups(list(groups.values()), np.dtype(dtype))
+        self.hits = [np.zeros((sh.shape[0], W.shape[0]), dtype=np.int64) for _, sh in self.groups]
+        self._lock = threading.Lock()
+
+    def add(self, start: int, end: int, S: np.ndarray) -> None:
+        """Count validation rows ``start:end`` from their raw scores ``S``."""
+        block = [np.zeros_like(h) for h in self.hits]
+        block_hits(S, self.labels[start:end], self.groups, block)
+        with self._lock:
+            for total, part in zip(self.hits, block):
+                total += part
+
+    def figures(self, splits: Any) -> dict[str, dict[str, float]]:
+        """Per method: the tau chosen and its validation top-1 per split."""
+        out = {}
+        for name, block in zip(self.names, self.hits):
+            best = int(np.argmax(block.sum(axis=1)))  # argmax keeps the first of equal counts
+            figures = _split_figures(block[best], self.labels, splits)
+            out[name] = {"tau": float(self.taus[best]), **figures}
+        return out
 
 
 def val_baselines(
@@ -94,15 +146,26 @@ def val_baselines(
         within :func:`skipping`.
     """
     vx, vy = val
-    if not isinstance(vx, np.ndarray) or _SKIP.get():
+    if not checking(vx):
         return None
-    values = np.asarray(taus, dtype=np.float64)
-    groups = {"tau_norm": tau_norm_candidates(W, b, values)}
-    if (counts > 0).all():  # log-frequencies are finite
-        groups["logit_adjust"] = logit_adjust_candidates(counts, b, values)
-    hits = candidate_group_hits(vx, vy, W, list(groups.values()))
-    out = {}
-    for name, block in zip(groups, hits):
-        best = int(np.argmax(block.sum(axis=1)))  # argmax keeps the first of equal counts
-        out[name] = {"tau": float(values[best]), **_split_figures(block[best], vy, splits)}
-    return out
+    check = BaselineCheck(W, b, counts, vy, W.dtype, taus)
+    for start, end, S in score_blocks(vx, W):
+        check.add(start, end, S)
+    return check.figures(splits)
+
+
+def shared_check(
+    W: np.ndarray, b: np.ndarray, counts: np.ndarray, val: Any, device: Any
+) -> BaselineCheck | None:
+    """A :class:`BaselineCheck` for ``correct()`` to feed the raw validation scores it
+    computes anyway: on the CPU, and only for a float32 ``W`` (the dtype its frozen
+    scores have, and the baselines' own for such a ``W``); otherwise None, and
+    :func:`val_baselines` scores the rows itself."""
+    if val is None or device.type != "cpu" or W.dtype != np.float32 or not checking(val[0]):
+        return None
+    return BaselineCheck(W, b, counts, val[1], np.float32)
+
+
+def checking(vx: Any) -> bool:
+    """Whether the check runs: validation rows in this process, outside :func:`skipping`."""
+    return isinstance(vx, np.ndarray) and not _SKIP.get()

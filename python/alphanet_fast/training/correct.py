@@ -25,7 +25,7 @@ import torch
 from alphanet_fast._errors import fail
 from alphanet_fast._inputs import classifier_inputs, data_pair
 from alphanet_fast._torch_env import LOOP_THREADS, loop_settings, parse_device
-from alphanet_fast.baselines.self_check import val_baselines
+from alphanet_fast.baselines.self_check import BaselineCheck, shared_check, val_baselines
 from alphanet_fast.kernels import combine
 from alphanet_fast.neighbors import Neighbors, choose_neighbors
 from alphanet_fast.result import AlphaNetResult
@@ -76,6 +76,8 @@ class _Run:
     dev: torch.device
     watch: Stopwatch
     budgets: Budgets
+    # Counts tau-norm's and logit adjustment's candidates on the validation scores.
+    check: BaselineCheck | None = None
 
 
 def _check_trainable(splits: Splits, d: int, settings: Settings) -> None:
@@ -187,7 +189,8 @@ def _scores_and_feed(
     validator = None
     if val is not None:
         with watch.stage("frozen_val"):
-            validator = Validator(frozen, *val, splits, few_bias_t, budgets)
+            on_scores = None if run.check is None else run.check.add
+            validator = Validator(frozen, *val, splits, few_bias_t, budgets, on_scores)
     with watch.stage("sampling"):
         own_cols = torch.from_numpy(np.searchsorted(source_classes, few)).to(dev)
         nb_cols = torch.from_numpy(np.searchsorted(source_classes, nb.classes)).to(dev)
@@ -423,7 +426,8 @@ def correct(
     if splits.few.size == 0:
         return _in_dtype_of(W, _unchanged(W_arr, bias, splits, counts, config, settings, t_start))
     _check_trainable(splits, d, settings)
-    run = _Run(x, y, W_arr, bias, splits, settings, dev, Stopwatch(dev), budgets)
+    check = shared_check(W_arr, bias, counts, val, dev)
+    run = _Run(x, y, W_arr, bias, splits, settings, dev, Stopwatch(dev), budgets, check)
     run.watch.seconds["checks"] = time.perf_counter() - t_start
     nb, sample_rng = _neighbors(run, neighbors)
     best_alphas, best_epoch, history = _train(run, nb, val=val, rng=sample_rng, show=show)
@@ -434,8 +438,11 @@ def correct(
 
 
 def _checked_baselines(run: _Run, counts: np.ndarray, val: Any) -> Any:
-    """The cheap baselines on the validation set (after training: AlphaNet never reads them)."""
+    """The cheap baselines' validation figures (after training: AlphaNet never reads
+    them), counted while its validation rows were scored (``run.check``) or not."""
     with run.watch.stage("val_baselines"):
+        if run.check is not None:
+            return run.check.figures(run.splits)
         return val_baselines(run.W, run.bias, counts, val, run.splits)
 
 

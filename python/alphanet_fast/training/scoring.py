@@ -225,11 +225,13 @@ class FrozenScores:
         target_few.copy_(torch.from_numpy(few_index[labels[rows]]))
         return source, base_lse, target_logit, target_few
 
-    def val(self, x: np.ndarray, sources: bool = True):
+    def val(self, x: np.ndarray, sources: bool = True, on_scores: Any = None):
         """Per validation row: scores against each few class (F) and its neighbours
         (F x k), the best base score and the best base class. Without ``sources``
         (the few classes' columns are then recomputed every epoch, see `few_best`),
-        the first two are None."""
+        the first two are None. ``on_scores(lo, hi, S)``, if given, also sees each
+        block's raw scores ``x[lo:hi] @ W.T`` (a numpy array; CPU only), from the
+        scoring workers."""
         n, n_few, k = x.shape[0], self.few_t.numel(), self.neighbors_t.shape[1]
         dev = self.W_t.device
         own = torch.empty((n, n_few), dtype=torch.float32, device=dev) if sources else None
@@ -239,6 +241,8 @@ class FrozenScores:
         nb_flat = self.neighbors_t.reshape(-1)
 
         def work(lo: int, hi: int, raw: torch.Tensor) -> None:
+            if on_scores is not None:
+                on_scores(lo, hi, raw.numpy())
             if sources:
                 torch.index_select(raw, 1, self.few_t, out=own[lo:hi])
                 torch.index_select(raw, 1, nb_flat, out=nb[lo:hi].view(hi - lo, n_few * k))

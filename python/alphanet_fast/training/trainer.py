@@ -76,11 +76,14 @@ class Validator:
         splits: Splits,
         few_bias_t: torch.Tensor,
         budgets: Budgets,
+        on_scores: Any = None,
     ):
         n_few, k = frozen.few_t.numel(), frozen.neighbors_t.shape[1]
         self.frozen, self.x, self.few_bias_t = frozen, x, few_bias_t
         self.table = val_table_bytes(x.shape[0], n_few, k) <= budgets.val
-        self.own, self.nb, self.base_max, self.base_arg = frozen.val(x, sources=self.table)
+        self.own, self.nb, self.base_max, self.base_arg = frozen.val(
+            x, sources=self.table, on_scores=on_scores
+        )
         dev = frozen.W_t.device
         self.labels_t = torch.tensor(labels, device=dev)
         split_code = np.zeros(splits.n_classes, dtype=np.int64)
