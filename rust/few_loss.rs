@@ -12,8 +12,12 @@
 //! Written out here because the batch is small (64 x F x k): as a dozen tensor
 //! operations it costs more in dispatch than in arithmetic. One thread, rows in
 //! order, float64 accumulators: the same bits on any pool.
+//!
+//! Validation needs, for every validation row, the best few class under the same
+//! scores ([`few_best`]): rows are independent, so they are split over the pool.
 
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
 use crate::real::Real;
@@ -234,11 +238,95 @@ pub fn few_loss<T: Real>(
     Ok(total / rows.max(1) as f64)
 }
 
+/// Rows of [`few_best`] per task.
+const BEST_ROWS: usize = 256;
+
+/// For every row: the best few-class score `(own_f + sum_i ã_f,i nb_f,i + b_f) *
+/// scale` (rounded once to `T`) and its few class, the first of equal ones; NaN
+/// and its class where a score is NaN. `own` is `n x F`, `neighbors` `n x (F k)`.
+pub fn few_best<T: Real>(
+    own: ArrayView2<'_, T>,
+    neighbors: ArrayView2<'_, T>,
+    alphas: ArrayView2<'_, T>,
+    few_bias: ArrayView1<'_, T>,
+    scale: f64,
+    mut best: ArrayViewMut1<'_, T>,
+    mut arg: ArrayViewMut1<'_, i64>,
+) -> Result<()> {
+    let (rows, n_few) = own.dim();
+    let k = alphas.ncols();
+    let checks = [
+        ("alphas", alphas.nrows() == n_few),
+        ("neighbors", neighbors.dim() == (rows, n_few * k)),
+        ("few_bias", few_bias.len() == n_few),
+        ("best", best.len() == rows),
+        ("arg", arg.len() == rows),
+    ];
+    if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
+        let message = format!("does not fit own ({rows}, {n_few}) and alphas ({n_few}, {k})");
+        return Err(shape(name, message));
+    }
+    let a: Vec<f64> = alphas.iter().map(|v| v.to_f64()).collect();
+    let bias: Vec<f64> = few_bias.iter().map(|v| v.to_f64()).collect();
+    best.axis_chunks_iter_mut(Axis(0), BEST_ROWS)
+        .into_par_iter()
+        .zip(arg.axis_chunks_iter_mut(Axis(0), BEST_ROWS))
+        .enumerate()
+        .for_each(|(chunk, (mut best, mut arg))| {
+            let (mut o, mut nb) = (vec![0.0f64; n_few], vec![0.0f64; n_few * k]);
+            for (j, (m, i)) in best.iter_mut().zip(arg.iter_mut()).enumerate() {
+                let row = chunk * BEST_ROWS + j;
+                widen(&mut o, own.row(row));
+                widen(&mut nb, neighbors.row(row));
+                let (mut top, mut at) = (f64::NEG_INFINITY, 0usize);
+                for f in 0..n_few {
+                    let s = score(
+                        o[f],
+                        &nb[f * k..(f + 1) * k],
+                        &a[f * k..(f + 1) * k],
+                        bias[f],
+                        scale,
+                    );
+                    if s > top || s.is_nan() {
+                        (top, at) = (s, f);
+                        if s.is_nan() {
+                            break;
+                        }
+                    }
+                }
+                (*m, *i) = (T::from_f64(top), at as i64);
+            }
+        });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_rng::lcg;
     use ndarray::{Array1, Array2};
+
+    #[test]
+    fn few_best_takes_the_first_maximum_and_passes_nan() {
+        // Two rows, three few classes, one neighbour each; row 0 ties classes 1 and 2.
+        let own = Array2::from_shape_vec((2, 3), vec![0.0, 2.0, 1.0, 0.5, f64::NAN, 9.0]).unwrap();
+        let nbs = Array2::from_shape_vec((2, 3), vec![1.0, 0.0, 2.0, 0.0, 0.0, 0.0]).unwrap();
+        let alphas = Array2::from_shape_vec((3, 1), vec![0.5, 0.5, 0.5]).unwrap();
+        let bias = Array1::zeros(3);
+        let (mut best, mut arg) = (Array1::zeros(2), Array1::zeros(2));
+        few_best(
+            own.view(),
+            nbs.view(),
+            alphas.view(),
+            bias.view(),
+            2.0,
+            best.view_mut(),
+            arg.view_mut(),
+        )
+        .unwrap();
+        assert_eq!((best[0], arg[0]), (4.0, 1));
+        assert!(best[1].is_nan() && arg[1] == 1);
+    }
 
     #[test]
     fn exp_matches_the_standard_library() {

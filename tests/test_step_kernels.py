@@ -177,9 +177,12 @@ def test_few_loss_matches_autograd(rows, n_few, k, dtype, spread, scale, seed):
     loss = _core.few_loss(*args[:7], scale, grad)
     want_loss, want_grad = _autograd_loss(*args, scale)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-12, atol=1e-12 * abs(want_loss) + 1e-300)
-    # The gradient is accumulated in float64 and rounded once to the dtype.
-    tol = 4 * np.finfo(dtype).eps * (np.abs(want_grad).max() + 1e-300)
-    np.testing.assert_allclose(grad, want_grad.astype(dtype), rtol=0, atol=tol * rows)
+    # Both in float64 (the reference's softmax through exp(s - lse), ours through
+    # exp(s - max) / sum: relative differences up to |lse| ulps), then rounded once
+    # to the dtype.
+    rtol = 1e-12 * (1 + abs(want_loss)) + 2 * np.finfo(dtype).eps
+    atol = rtol * np.abs(want_grad).max() + 2 * np.finfo(dtype).smallest_subnormal
+    np.testing.assert_allclose(grad, want_grad.astype(dtype), rtol=rtol, atol=atol)
 
 
 def test_few_loss_lets_nan_through():
@@ -209,3 +212,50 @@ def test_few_loss_refuses_bad_arguments_with_their_name(position, bad, argument)
     assert err.value.argument == argument
     if argument == "target_few":
         assert err.value.row == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(1, 700),
+    n_few=st.integers(1, 30),
+    k=st.integers(1, 6),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    ties=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_few_best_matches_the_reference_on_any_pool(rows, n_few, k, dtype, ties, seed):
+    own, nbs, _, _, _, alphas, bias = _loss_inputs(seed, rows, n_few, k, dtype)
+    if ties:  # whole numbers: equal scores are common, the first must win
+        own, nbs, alphas, bias = (np.round(v * 2).astype(dtype) for v in (own, nbs, alphas, bias))
+    scores = (own + (nbs.reshape(rows, n_few, k) * alphas).sum(2, dtype=np.float64) + bias) * 1.5
+    runs = []
+    before = af.get_num_threads()
+    try:
+        for n in (1, 3):
+            af.set_num_threads(n)
+            best, arg = np.empty(rows, dtype=dtype), np.empty(rows, dtype=np.int64)
+            _core.few_best(own, nbs, alphas, bias, 1.5, best, arg)
+            runs.append((best, arg))
+    finally:
+        af.set_num_threads(before)
+    np.testing.assert_array_equal(runs[1][0], runs[0][0])
+    np.testing.assert_array_equal(runs[1][1], runs[0][1])
+    best, arg = runs[0]
+    want = scores.max(axis=1)
+    np.testing.assert_allclose(best, want, rtol=4 * np.finfo(dtype).eps, atol=1e-6)
+    if ties:
+        np.testing.assert_array_equal(arg, scores.argmax(axis=1))
+    else:  # the class found scores the maximum (up to the rounding of the reference)
+        picked = scores[np.arange(rows), arg]
+        np.testing.assert_allclose(picked, want, rtol=1e-12, atol=1e-9)
+
+
+def test_few_best_refuses_shapes_that_disagree():
+    own, nbs, _, _, _, alphas, bias = _loss_inputs(0, 5, 4, 2, np.float32)
+    best, arg = np.empty(5, dtype=np.float32), np.empty(5, dtype=np.int64)
+    with pytest.raises(af.ArgumentError) as err:
+        _core.few_best(own, nbs[:, :-1], alphas, bias, 1.0, best, arg)
+    assert err.value.argument == "neighbors"
+    with pytest.raises(af.ArgumentError) as err:
+        _core.few_best(own, nbs, alphas, bias, 1.0, best, arg[:4])
+    assert err.value.argument == "arg"

@@ -14,6 +14,7 @@ __all__ = [
     "thin_t_dot",
     "thin_dot",
     "few_loss",
+    "few_best",
     "get_num_threads",
     "_read_probe",
     "set_num_threads",
@@ -87,6 +88,15 @@ def few_loss(
     scale: float,
     grad: npt.NDArray[np.floating],
 ) -> float: ...
+def few_best(
+    own: npt.NDArray[np.floating],
+    neighbors: npt.NDArray[np.floating],
+    alphas: npt.NDArray[np.floating],
+    few_bias: npt.NDArray[np.floating],
+    scale: float,
+    best: npt.NDArray[np.floating],
+    arg: npt.NDArray[np.int64],
+) -> None: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def max_threads() -> int: ...

@@ -4,7 +4,7 @@
 //! torch tensor, and the results are written into `out` / `grad`.
 
 use ndarray::ArrayView1;
-use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray1};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 
 use super::convert::{
@@ -169,7 +169,58 @@ fn few_loss<'py>(
     })
 }
 
+fn few_best_typed<T: Float>(
+    py: Python<'_>,
+    own: &Matrix<'_>,
+    neighbors: &Matrix<'_>,
+    alphas: &Matrix<'_>,
+    few_bias: &Vector<'_>,
+    scale: f64,
+    outputs: (&Bound<'_, PyAny>, &Bound<'_, PyArray1<i64>>),
+) -> PyResult<()> {
+    let (own, neighbors) = (typed::<T>(own, "own")?, typed::<T>(neighbors, "neighbors")?);
+    let (alphas, few_bias) = (
+        typed::<T>(alphas, "alphas")?,
+        vector::<T>(few_bias, "few_bias")?,
+    );
+    let best = outputs
+        .0
+        .cast::<PyArray1<T>>()
+        .cloned()
+        .map_err(|_| mixed("best"))?;
+    let (mut b, mut a) = (best.try_readwrite()?, outputs.1.try_readwrite()?);
+    let (b, a) = (b.as_array_mut(), a.as_array_mut());
+    run(py, || {
+        crate::few_loss::few_best(own, neighbors, alphas, few_bias, scale, b, a)
+    })
+}
+
+/// Per row of `own` (n x F) and `neighbors` (n x F k): the best few-class score
+/// into `best[...]` and its few class into `arg[...]`, on the kernels' pool.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn few_best<'py>(
+    py: Python<'py>,
+    own: Matrix<'py>,
+    neighbors: Matrix<'py>,
+    alphas: Matrix<'py>,
+    few_bias: Vector<'py>,
+    scale: f64,
+    best: &Bound<'py, PyAny>,
+    arg: &Bound<'py, PyArray1<i64>>,
+) -> PyResult<()> {
+    guarded("few_best", || match &own {
+        Matrix::F32(_) => {
+            few_best_typed::<f32>(py, &own, &neighbors, &alphas, &few_bias, scale, (best, arg))
+        }
+        Matrix::F64(_) => {
+            few_best_typed::<f64>(py, &own, &neighbors, &alphas, &few_bias, scale, (best, arg))
+        }
+    })
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(few_best, m)?)?;
     m.add_function(wrap_pyfunction!(few_loss, m)?)?;
     m.add_function(wrap_pyfunction!(thin_t_dot, m)?)?;
     m.add_function(wrap_pyfunction!(thin_dot, m)?)?;

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from alphanet_fast import _core
 from alphanet_fast._errors import fail
 from alphanet_fast._optim import AdamW
 from alphanet_fast.model import few_scores
@@ -98,6 +99,12 @@ class Validator:
         n_val, dev = self.base_max.shape[0], frozen.W_t.device
         few_max = torch.empty(n_val, dtype=torch.float32, device=dev)
         few_arg = torch.empty(n_val, dtype=torch.int64, device=dev)
+        if dev.type == "cpu":  # one Rust pass over the rows, on the kernels' pool
+            own, nbs = self.own.numpy(), self.nb.view(n_val, -1).numpy()
+            alphas, bias = alphas_t.contiguous().numpy(), self.few_bias_t.numpy()
+            scale = float(frozen.score_scale)
+            _core.few_best(own, nbs, alphas, bias, scale, few_max.numpy(), few_arg.numpy())
+            return few_max, few_arg
 
         @torch.no_grad()  # grad mode is per thread
         def chunk(sl: slice) -> None:
