@@ -177,8 +177,8 @@ def test_peak_memory(problem):
 # One training step (the network's forward, the loss over all classes from the frozen
 # scores, and every gradient): autograd over torch's nn.Linear layers at torch's
 # default thread count, as a user would write it, against correct()'s hand-written
-# step (training.network.FewNetwork: torch on one thread, the first layer's fixed
-# pieces shared by the calling thread and torch's default count less one helpers).
+# step (training.network.FewNetwork: torch on one thread for the small layers, the
+# first layer's two products and the loss in the Rust kernels, on their pool).
 # Shapes: the iNaturalist-2018 few classes (3,224 x (5 + 1) x 2,048) and
 # ImageNet-LT's (136 x (5 + 1) x 2,048), a batch of 64.
 LAYER_SHAPES = [(3224, 6 * 2048), (136, 6 * 2048)] if FULL else [(400, 6 * 256)]
@@ -193,13 +193,12 @@ def _step_batch(n_few, k, gen):
 
 
 @pytest.mark.parametrize("shape", LAYER_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("impl", ["autograd_default_threads", "hand_written_pieces"])
+@pytest.mark.parametrize("impl", ["autograd_default_threads", "hand_written_rust"])
 def test_bench_step(benchmark, impl, shape):
     import torch
     from alphanet_fast._torch_env import loop_settings
     from alphanet_fast.model import build_network, few_scores
     from alphanet_fast.training.network import FewNetwork
-    from alphanet_fast.training.sampling import Budgets
     from alphanet_fast.training.trainer import sample_losses
 
     gen = torch.Generator().manual_seed(0)
@@ -219,9 +218,8 @@ def test_bench_step(benchmark, impl, shape):
         return
     workers = torch.get_num_threads()
     stacks_t = stacks.T.contiguous()
-    hidden, budgets = (32, 32, 32), Budgets()
     with loop_settings(torch.device("cpu")):
-        with FewNetwork(stacks_t, k, hidden, seed=0, workers=workers, budgets=budgets) as fn:
+        with FewNetwork(stacks_t, k, (32, 32, 32), seed=0, workers=workers) as fn:
             benchmark.pedantic(
                 lambda: fn.step_loss(batch, bias, 1.0), rounds=200, iterations=1, warmup_rounds=2
             )

@@ -34,9 +34,19 @@ def _autograd(stacks, k, hidden, seed, batch, bias, scale):
 
 @pytest.mark.parametrize(
     ("hidden", "native", "scale"),
-    [((8, 8), False, 1.0), ((8, 8), True, 7.5), ((), True, 1.0), ((5, 3, 4), True, 0.5)],
+    [
+        ((8, 8), False, 1.0),
+        ((8, 8), True, 7.5),
+        ((), True, 1.0),
+        ((5, 3, 4), True, 0.5),
+        ((8, 8), "no copy", 1.0),  # the weight gradient read from the input itself
+    ],
 )
-def test_hand_written_step_equals_autograd_in_float64(hidden, native, scale):
+def test_hand_written_step_equals_autograd_in_float64(hidden, native, scale, monkeypatch):
+    from alphanet_fast.training import network
+
+    if native == "no copy":
+        monkeypatch.setattr(network, "ROWS_COPY_BYTES", 0)
     gen = torch.Generator().manual_seed(len(hidden))
     n_few, k, d = 7, 3, 37
     stacks = torch.randn(n_few, (k + 1) * d, generator=gen, dtype=torch.float64)

@@ -13,7 +13,8 @@ inputs and ``F`` few classes, and its weight as ``(K, h)`` (the transpose of
 ``stacksᵀ W1`` and the weight gradient ``stacks g``, are the Rust kernels'
 (``_core.thin_t_dot`` and ``_core.thin_dot``): they cut ``K`` into pieces of
 fixed size, read the input in place instead of packing it (the weight
-gradient from a second, ``(F, K)`` copy, the layout it reads fastest), and
+gradient from a second, ``(F, K)`` copy, the layout it reads fastest, up to
+:data:`ROWS_COPY_BYTES`), and
 add the forward's partial sums in piece order, so the result never depends on
 the thread count. Each call runs on the kernels' pool or on the calling
 thread alone, whichever :class:`~.pieces.PieceRunner` has lately timed faster
@@ -35,6 +36,12 @@ from alphanet_fast.model import LEAKY_SLOPE, few_scores, init_layers
 from alphanet_fast.training.pieces import PieceRunner
 
 __all__ = ["FewNetwork", "check_network_size", "stacks_transposed"]
+
+# Up to this size of input the weight gradient reads it from a second, (F, K) copy,
+# the layout it reads fastest (ImageNet-LT: 6.7 MB); above it (iNaturalist-2018:
+# 151 MiB) from the input itself, whose extra copy would cost more memory than
+# the peak's bound (docs/large-data.md) allows.
+ROWS_COPY_BYTES = 64 << 20
 
 # F.normalize's floor under the L1 norm (the paper's a / ||a||_1 except at a == 0).
 NORM_EPS = 1e-12
@@ -93,11 +100,13 @@ class FewNetwork:
         self._native = None
         if dev.type == "cpu":
             # numpy views of the same memory: the Rust products read and write in place.
-            rows = stacks_t.T.contiguous()  # (F, K), kept alive by the view below
+            n_bytes = stacks_t.numel() * stacks_t.element_size()
+            # (F, K), kept alive by the view below; or the (K, F) input itself.
+            rows = stacks_t.T.contiguous().T if n_bytes <= ROWS_COPY_BYTES else stacks_t
             first = torch.empty((self.n_few, hidden_first(hidden, k)), dtype=stacks_t.dtype)
             self._native = (
                 stacks_t.numpy(),
-                rows.numpy().T,
+                rows.numpy(),
                 self.params[0].numpy(),
                 first,
                 first.numpy(),
@@ -238,7 +247,8 @@ def check_network_size(n_few: int, d: int, k: int, hidden: Sequence[int]) -> Non
     widths = [(k + 1) * d, *hidden, k]
     params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
     widest = max(widths[1:])
-    need = 4 * (4 * params + 4 * n_few * widest * len(widths) + n_few * widths[0])
+    copy = n_few * widths[0] if 4 * n_few * widths[0] <= ROWS_COPY_BYTES else 0
+    need = 4 * (4 * params + 4 * n_few * widest * len(widths) + copy)
     limit, what = memory_limit()
     if need > limit:
         raise fail(
