@@ -27,6 +27,13 @@ use crate::simd::Simd;
 /// ImageNet-LT shape (`K` = 12,288) and a thread kept off its core holds up one.
 pub const PIECE_ROWS: usize = 1024;
 
+/// The widest vector of float32 lanes the products use (AVX-512): row counts
+/// that are multiples of it are read in place.
+const LANES: usize = 16;
+
+/// At most this many bytes of a row-major `a` per piece of [`dot`].
+const PACK_BYTES: usize = 1 << 20;
+
 fn shape_error(arg: &'static str, message: String) -> KernelError {
     KernelError::Shape { arg, message }
 }
@@ -36,12 +43,12 @@ fn shape_error(arg: &'static str, message: String) -> KernelError {
 /// calling thread. The same calls either way.
 fn each_piece<T: Real>(
     buffer: &mut [T],
-    chunk: usize,
+    (chunk, piece_rows): (usize, usize),
     k: usize,
     parallel: bool,
     work: impl Fn(&mut [T], usize, usize) + Sync,
 ) {
-    let rows = |i: usize| (i * PIECE_ROWS, ((i + 1) * PIECE_ROWS).min(k));
+    let rows = |i: usize| (i * piece_rows, ((i + 1) * piece_rows).min(k));
     let run = |(i, c): (usize, &mut [T])| {
         let (lo, hi) = rows(i);
         work(c, lo, hi)
@@ -86,15 +93,22 @@ pub fn t_dot<T: Real>(
     let level = Simd::current();
     let size = f * h;
     let mut partial = vec![T::zero(); k.div_ceil(PIECE_ROWS) * size];
-    each_piece(&mut partial, size, k, parallel, |p, lo, hi| {
-        a_bt(
-            level,
-            a.slice(s![lo..hi, ..]).t(),
-            b.slice(s![lo..hi, ..]).t(),
-            p,
-            h,
-        )
-    });
+    // Output rows in two calls, a multiple of LANES and the rest: gemm copies
+    // ("packs") a left-hand side whose row count is not a multiple of its
+    // vector width, which at thousands of rows is megabytes per call.
+    let whole = f / LANES * LANES;
+    each_piece(
+        &mut partial,
+        (size, PIECE_ROWS),
+        k,
+        parallel,
+        |p, lo, hi| {
+            let (a, b) = (a.slice(s![lo..hi, ..]), b.slice(s![lo..hi, ..]));
+            let (top, rest) = p.split_at_mut(whole * h);
+            a_bt(level, a.slice(s![.., ..whole]).t(), b.t(), top, h);
+            a_bt(level, a.slice(s![.., whole..]).t(), b.t(), rest, h);
+        },
+    );
     // In piece order, one piece after another: the same additions on any pool.
     for p in partial.chunks_exact(size) {
         for (o, &v) in dst.iter_mut().zip(p) {
@@ -105,7 +119,9 @@ pub fn t_dot<T: Real>(
 }
 
 /// `out = a g` for `a` (`K x F`, any strides; fastest column-major) and `g`
-/// (`F x h`); `out` is `K x h` in C order. `parallel` as in [`t_dot`].
+/// (`F x h`); `out` is `K x h` in C order. `parallel` as in [`t_dot`]. Pieces
+/// of [`PIECE_ROWS`] rows for a column-major `a`, else of at most 1 MiB of `a`
+/// (at least 48 rows): fixed by the shape and layout, never by the threads.
 pub fn dot<T: Real>(
     a: ArrayView2<T>,
     g: ArrayView2<T>,
@@ -133,7 +149,15 @@ pub fn dot<T: Real>(
         return Ok(());
     }
     let level = Simd::current();
-    each_piece(dst, PIECE_ROWS * h, k, parallel, |o, lo, hi| {
+    // gemm packs a left-hand side that is not column-major, whole, at every call:
+    // then pieces of at most PACK_BYTES, so that the packed copies stay small.
+    let rows = if a.strides()[0] == 1 || f == 0 {
+        PIECE_ROWS
+    } else {
+        let fit = PACK_BYTES / (f * std::mem::size_of::<T>()) / LANES * LANES;
+        fit.clamp(3 * LANES, PIECE_ROWS)
+    };
+    each_piece(dst, (rows * h, rows), k, parallel, |o, lo, hi| {
         a_bt(level, a.slice(s![lo..hi, ..]), g.t(), o, h)
     });
     Ok(())
