@@ -11,15 +11,16 @@ The first layer's input is kept transposed, ``(K, F)`` for ``K = (k+1) d``
 inputs and ``F`` few classes, and its weight as ``(K, h)`` (the transpose of
 ``nn.Linear``'s, the same values). On the CPU its two products, the forward
 ``stacksᵀ W1`` and the weight gradient ``stacks g``, are the Rust kernels'
-(``_core.thin_t_dot`` and ``_core.thin_dot``): they cut ``K`` into pieces of
-fixed size, read the input in place instead of packing it (the weight
+(``_core.thin_t_dot`` and ``_core.thin_dot``): they cut ``K`` into pieces
+fixed by the shape, read the input in place instead of packing it (the weight
 gradient from a second, ``(F, K)`` copy, the layout it reads fastest, up to
-:data:`ROWS_COPY_BYTES`), and
-add the forward's partial sums in piece order, so the result never depends on
-the thread count. Each call runs on the kernels' pool or on the calling
-thread alone, whichever :class:`~.pieces.PieceRunner` has lately timed faster
-(on a shared machine, a pool thread may wait for a core). On CUDA both are
-torch's.
+:data:`ROWS_COPY_BYTES`), and add the forward's partial sums in piece order,
+so the result never depends on the thread count. Each call runs on the
+kernels' pool or on the calling thread alone, whichever
+:class:`~.pieces.PieceRunner` has lately timed faster (on a shared machine, a
+pool thread may wait for a core). The loss over the few classes and its
+gradient in the coefficients are one Rust pass too (``_core.few_loss``). On
+CUDA all of it is torch's.
 """
 
 from __future__ import annotations
