@@ -38,6 +38,19 @@ fn shape_error(arg: &'static str, message: String) -> KernelError {
     KernelError::Shape { arg, message }
 }
 
+/// `out` as a slice, checked to be `dim` in C order.
+fn output<'a, T: Real>(
+    out: &'a mut ArrayViewMut2<'_, T>,
+    dim: (usize, usize),
+) -> Result<&'a mut [T]> {
+    if out.dim() != dim {
+        let message = format!("expected shape {dim:?}, found {:?}", out.dim());
+        return Err(shape_error("out", message));
+    }
+    out.as_slice_mut()
+        .ok_or_else(|| shape_error("out", "expected a C-contiguous array".into()))
+}
+
 /// `work(i, chunk, lo, hi)` for every piece `i` of `k` rows (rows `lo..hi`) and
 /// its `chunk` of `buffer`: on the pool's threads, or one after another on the
 /// calling thread. The same calls either way.
@@ -77,15 +90,7 @@ pub fn t_dot<T: Real>(
             format!("expected {k} rows (rows of a), found {}", b.nrows()),
         ));
     }
-    if out.dim() != (f, h) {
-        return Err(shape_error(
-            "out",
-            format!("expected shape ({f}, {h}), found {:?}", out.dim()),
-        ));
-    }
-    let Some(dst) = out.as_slice_mut() else {
-        return Err(shape_error("out", "expected a C-contiguous array".into()));
-    };
+    let dst = output(&mut out, (f, h))?;
     dst.fill(T::zero());
     if f == 0 || h == 0 || k == 0 {
         return Ok(());
@@ -136,15 +141,7 @@ pub fn dot<T: Real>(
             format!("expected {f} rows (columns of a), found {}", g.nrows()),
         ));
     }
-    if out.dim() != (k, h) {
-        return Err(shape_error(
-            "out",
-            format!("expected shape ({k}, {h}), found {:?}", out.dim()),
-        ));
-    }
-    let Some(dst) = out.as_slice_mut() else {
-        return Err(shape_error("out", "expected a C-contiguous array".into()));
-    };
+    let dst = output(&mut out, (k, h))?;
     if h == 0 || k == 0 {
         return Ok(());
     }

@@ -3,7 +3,7 @@
 //! The step calls them on buffers it owns: every argument is a numpy view of a
 //! torch tensor, and the results are written into `out` / `grad`.
 
-use ndarray::ArrayView1;
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 
@@ -31,32 +31,28 @@ fn output<'py, T: Float>(out: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray
     out.cast::<PyArray2<T>>().cloned().map_err(|_| mixed("out"))
 }
 
-fn t_dot_typed<T: Float>(
-    py: Python<'_>,
-    a: &Matrix<'_>,
-    b: &Matrix<'_>,
-    out: &Bound<'_, PyAny>,
-    parallel: bool,
-) -> PyResult<()> {
-    let (a, b) = (typed::<T>(a, "a")?, typed::<T>(b, "b")?);
-    let out = output::<T>(out)?;
-    let mut o = out.try_readwrite()?;
-    let view = o.as_array_mut();
-    run_where(py, parallel, || crate::thin::t_dot(a, b, view, parallel))
-}
+/// One of the two products of [`crate::thin`], as the binding calls them.
+type ThinProduct<T> = for<'a> fn(
+    ArrayView2<'a, T>,
+    ArrayView2<'a, T>,
+    ArrayViewMut2<'a, T>,
+    bool,
+) -> Result<(), KernelError>;
 
-fn dot_typed<T: Float>(
+/// `product(a, other, out, parallel)` with the arrays typed as `T`; `other` is
+/// named `name` in errors.
+fn thin_typed<T: Float>(
     py: Python<'_>,
-    a: &Matrix<'_>,
-    g: &Matrix<'_>,
+    (a, other, name): (&Matrix<'_>, &Matrix<'_>, &str),
     out: &Bound<'_, PyAny>,
     parallel: bool,
+    product: ThinProduct<T>,
 ) -> PyResult<()> {
-    let (a, g) = (typed::<T>(a, "a")?, typed::<T>(g, "g")?);
+    let (a, other) = (typed::<T>(a, "a")?, typed::<T>(other, name)?);
     let out = output::<T>(out)?;
     let mut o = out.try_readwrite()?;
     let view = o.as_array_mut();
-    run_where(py, parallel, || crate::thin::dot(a, g, view, parallel))
+    run_where(py, parallel, || product(a, other, view, parallel))
 }
 
 /// `out[...] = a.T @ b` for a tall `a` (K x F) and `b` (K x h); `out` (F x h), C order;
@@ -70,8 +66,8 @@ fn thin_t_dot<'py>(
     parallel: bool,
 ) -> PyResult<()> {
     guarded("thin_t_dot", || match &a {
-        Matrix::F32(_) => t_dot_typed::<f32>(py, &a, &b, out, parallel),
-        Matrix::F64(_) => t_dot_typed::<f64>(py, &a, &b, out, parallel),
+        Matrix::F32(_) => thin_typed::<f32>(py, (&a, &b, "b"), out, parallel, crate::thin::t_dot),
+        Matrix::F64(_) => thin_typed::<f64>(py, (&a, &b, "b"), out, parallel, crate::thin::t_dot),
     })
 }
 
@@ -86,8 +82,8 @@ fn thin_dot<'py>(
     parallel: bool,
 ) -> PyResult<()> {
     guarded("thin_dot", || match &a {
-        Matrix::F32(_) => dot_typed::<f32>(py, &a, &g, out, parallel),
-        Matrix::F64(_) => dot_typed::<f64>(py, &a, &g, out, parallel),
+        Matrix::F32(_) => thin_typed::<f32>(py, (&a, &g, "g"), out, parallel, crate::thin::dot),
+        Matrix::F64(_) => thin_typed::<f64>(py, (&a, &g, "g"), out, parallel, crate::thin::dot),
     })
 }
 
