@@ -26,8 +26,9 @@ CUDA all of it is torch's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from alphanet_fast import _core
@@ -46,6 +47,17 @@ ROWS_COPY_BYTES = 64 << 20
 
 # F.normalize's floor under the L1 norm (the paper's a / ||a||_1 except at a == 0).
 NORM_EPS = 1e-12
+
+
+class _CpuBuffers(NamedTuple):
+    """numpy views of the network's own tensors, which the Rust products read and
+    write in place (a view keeps its tensor alive)."""
+
+    stacks_t: np.ndarray  # (K, F): the forward reads it
+    rows: np.ndarray  # (K, F), column-major where the (F, K) copy was made: the gradient's
+    w1t: np.ndarray  # (K, h1): the first layer's weight
+    grad_w1t: np.ndarray  # (K, h1): its gradient
+    first: torch.Tensor  # (F, h1): the forward's product, before the bias
 
 
 def stacks_transposed(W_t: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
@@ -98,20 +110,16 @@ class FewNetwork:
             self.params += [W.to(dev, stacks_t.dtype).contiguous(), b.to(dev, stacks_t.dtype)]
         self.grads = [torch.empty_like(p) for p in self.params]
         self._runner = PieceRunner(workers if dev.type == "cpu" else 1)
-        self._native = None
+        self._native: _CpuBuffers | None = None
         if dev.type == "cpu":
-            # numpy views of the same memory: the Rust products read and write in place.
             n_bytes = stacks_t.numel() * stacks_t.element_size()
-            # (F, K), kept alive by the view below; or the (K, F) input itself.
             rows = stacks_t.T.contiguous().T if n_bytes <= ROWS_COPY_BYTES else stacks_t
-            first = torch.empty((self.n_few, hidden_first(hidden, k)), dtype=stacks_t.dtype)
-            self._native = (
+            self._native = _CpuBuffers(
                 stacks_t.numpy(),
                 rows.numpy(),
                 self.params[0].numpy(),
-                first,
-                first.numpy(),
                 self.grads[0].numpy(),
+                torch.empty((self.n_few, hidden_first(hidden, k)), dtype=stacks_t.dtype),
             )
 
     def __enter__(self) -> FewNetwork:
@@ -129,9 +137,9 @@ class FewNetwork:
         W1t, b1 = self.params[0], self.params[1]
         if self._native is None:
             return torch.addmm(b1, self.stacks_t.T, W1t)
-        st, _, w1t, first, first_np, _ = self._native
-        _core.thin_t_dot(st, w1t, first_np, self._runner.next_way())
-        return first + b1
+        cpu = self._native
+        _core.thin_t_dot(cpu.stacks_t, cpu.w1t, cpu.first.numpy(), self._runner.next_way())
+        return cpu.first + b1
 
     def _forward(self) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Pre-activations and activations of every layer, the raw outputs' L1 norms and ``ã``."""
@@ -219,8 +227,8 @@ class FewNetwork:
         if self._native is None:
             torch.mm(self.stacks_t, g, out=self.grads[0])
             return
-        rows_t, grad_np = self._native[1], self._native[5]
-        _core.thin_dot(rows_t, g.contiguous().numpy(), grad_np, self._runner.next_way())
+        cpu = self._native
+        _core.thin_dot(cpu.rows, g.contiguous().numpy(), cpu.grad_w1t, self._runner.next_way())
 
     def corrected_few_rows(self, alphas_t: torch.Tensor) -> torch.Tensor:
         """``w'_f = W_f + sum_i ã_f,i W_ni`` for every few class, (F, d)."""
