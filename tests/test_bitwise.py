@@ -120,3 +120,32 @@ def test_correct_is_bitwise_the_same_with_one_two_and_three_threads():
         np.testing.assert_array_equal(results[n].alphas, results[1].alphas)
         np.testing.assert_array_equal(results[n].W, results[1].W)
         np.testing.assert_equal(results[n].history, results[1].history)  # NaN == NaN
+
+
+@pytest.mark.parametrize("method", ["lws", "crt"])
+def test_trained_baselines_are_bitwise_the_same_with_one_two_and_three_threads(method):
+    from alphanet_fast import _core
+    from alphanet_fast.baselines import crt, lws
+
+    rng = np.random.default_rng(5)
+    n_classes, d = 12, 2 * _core.THIN_PIECE_ROWS + 40  # three pieces, a short last one
+    y = rng.integers(0, n_classes, 300)
+    x = rng.standard_normal((300, d)).astype(np.float32)
+    W = (0.05 * rng.standard_normal((n_classes, d))).astype(np.float32)
+    b = rng.standard_normal(n_classes).astype(np.float32)
+    fn = {"lws": lws, "crt": crt}[method]
+    kwargs = dict(epochs=2, samples_per_epoch=200, batch_size=48, device="cpu", seed=2)
+    torch_threads, kernel_threads = torch.get_num_threads(), af.get_num_threads()
+    results = {}
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            af.set_num_threads(n)
+            results[n] = fn(x, y, W, b, **kwargs)
+    finally:
+        torch.set_num_threads(torch_threads)
+        af.set_num_threads(kernel_threads)
+    assert not np.allclose(results[1].W, W)
+    for n in (2, 3):
+        np.testing.assert_array_equal(results[n].W, results[1].W)
+        np.testing.assert_array_equal(results[n].b, results[1].b)

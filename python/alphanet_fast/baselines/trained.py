@@ -20,59 +20,62 @@ from typing import Any
 import numpy as np
 import torch
 
+from alphanet_fast import _core
 from alphanet_fast._errors import fail
 from alphanet_fast._torch_env import loop_settings, parse_device
 from alphanet_fast._validation import positive_int
 from alphanet_fast.baselines._common import BaselineResult, Inputs, check_inputs, check_val
-from alphanet_fast.training.pieces import PieceRunner
 from alphanet_fast.training.sampling import ClassBalancedSampler
 
 __all__ = ["crt", "lws"]
 
-# Rows (of the batch, or of the gradient's classes) per piece of a product: fixed, so
-# the result does not depend on how many workers share the pieces.
-SCORE_PIECE_ROWS = 256
-
 
 class _Scorer:
-    """``b + x @ W.T`` for a batch, and the weights' gradient, in fixed row pieces.
+    """``b + x @ W.T`` for a batch, and the weights' gradient, with the weights held
+    in the layout the device's products read fastest.
 
-    On the CPU the pieces are shared by the calling thread and helpers
-    (:class:`~alphanet_fast.training.pieces.PieceRunner`, torch on one thread
-    each), each taking the next piece when free, so a core held by another
-    process delays only its piece. On CUDA, one product.
+    On the CPU the weights are held transposed, ``(d, C)`` in C order, and both
+    products are the Rust kernels of AlphaNet's first layer
+    (:func:`alphanet_fast._core.thin_t_dot`, :func:`~alphanet_fast._core.thin_dot`)
+    on the kernels' pool: ``d`` is cut into pieces fixed by the shape, so the
+    result is the same on any number of threads. torch's one-thread products
+    read these shapes at about half the speed (``benches/crt_products.py``).
+    On CUDA, torch's products on ``(C, d)``.
     """
 
-    def __init__(self, runner: PieceRunner, dev: torch.device) -> None:
-        self._runner = runner if dev.type == "cpu" else None
+    def __init__(self, dev: torch.device) -> None:
+        self._cpu = dev.type == "cpu"
 
-    def _pieces(self, n: int, run: Callable[[int, int], object]) -> None:
-        spans = [(s, min(s + SCORE_PIECE_ROWS, n)) for s in range(0, n, SCORE_PIECE_ROWS)]
-        self._runner.share(lambda span: run(*span), spans)
+    def held(self, W: torch.Tensor) -> torch.Tensor:
+        """``W`` (``C x d``) in the layout the products read (a new tensor on the CPU)."""
+        return W.T.contiguous() if self._cpu else W
 
-    def __call__(self, x: torch.Tensor, Wt: torch.Tensor, bt: torch.Tensor) -> torch.Tensor:
-        if self._runner is None:
-            return torch.addmm(bt, x, Wt.T)
-        out = torch.empty(x.shape[0], Wt.shape[0], dtype=x.dtype)
-        self._pieces(x.shape[0], lambda s, e: torch.addmm(bt, x[s:e], Wt.T, out=out[s:e]))
-        return out
+    def plain(self, held: torch.Tensor) -> torch.Tensor:
+        """Held weights as ``C x d`` again (a view)."""
+        return held.T if self._cpu else held
+
+    def __call__(self, x: torch.Tensor, held: torch.Tensor, bt: torch.Tensor) -> torch.Tensor:
+        if not self._cpu:
+            return torch.addmm(bt, x, held.T)
+        out = torch.empty(x.shape[0], held.shape[1], dtype=x.dtype)
+        _core.thin_t_dot(x.numpy().T, held.numpy(), out.numpy(), True)
+        return out.add_(bt)
 
     def grad_weights(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``g.T @ x`` in fixed pieces of classes (each row summed over the whole batch)."""
-        if self._runner is None:
+        """``g.T @ x``, each class summed over the whole batch, in the held layout."""
+        if not self._cpu:
             return g.T @ x
-        out = torch.empty(g.shape[1], x.shape[1], dtype=x.dtype)
-        self._pieces(g.shape[1], lambda s, e: torch.mm(g[:, s:e].T, x, out=out[s:e]))
+        out = torch.empty(x.shape[1], g.shape[1], dtype=x.dtype)
+        _core.thin_dot(x.numpy().T, g.numpy(), out.numpy(), True)
         return out
 
 
 @contextmanager
 def _loop(dev: torch.device) -> Iterator[_Scorer]:
     """The training loop's torch settings (:func:`~alphanet_fast._torch_env.loop_settings`)
-    and a :class:`_Scorer` whose pieces as many workers share as torch had threads."""
-    workers = torch.get_num_threads() if dev.type == "cpu" else 1
-    with PieceRunner(workers) as runner, loop_settings(dev):
-        yield _Scorer(runner, dev)
+    and a :class:`_Scorer` for ``dev``."""
+    with loop_settings(dev):
+        yield _Scorer(dev)
 
 
 def _positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
@@ -287,9 +290,10 @@ def lws(
     scales = torch.ones(inp.W.shape[0], dtype=torch.float32, device=dev)
 
     with _loop(dev) as score:
+        Wh = score.held(Wt)
 
         def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
-            z = score(xb, Wt, bt)  # this row's scores, computed once
+            z = score(xb, Wh, bt)  # this row's scores, computed once
             loss, g = _softmax_minus_onehot(z * scales, yb)
             return loss, [(g * z).sum(0)]
 
@@ -402,12 +406,14 @@ def crt(
     Wn, bn = Wn.to(dev), bn.to(dev)
 
     with _loop(dev) as score:
+        Wh = score.held(Wn)  # trained in this layout: the update is elementwise
 
         def grads(xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
-            loss, g = _softmax_minus_onehot(score(xb, Wn, bn), yb)
+            loss, g = _softmax_minus_onehot(score(xb, Wh, bn), yb)
             return loss, [score.grad_weights(g, xb), g.sum(0)]
 
-        losses = _fit(inp, recipe, dev, [Wn, bn], grads, [True, False])
+        losses = _fit(inp, recipe, dev, [Wh, bn], grads, [True, False])
+        Wn = score.plain(Wh)
     dtype = inp.W.dtype
     return BaselineResult(
         method="crt",
