@@ -232,6 +232,25 @@ def test_every_run_scores_as_if_alone(data, every_row):
                 _same_report(getattr(run, split), alone)
 
 
+def test_alphanet_rows_equal_correct_run_alone(data, every_row):
+    """Each AlphaNet run is correct() on its base's run of that seed, bit for bit,
+    though the runs of one base share their validation scores."""
+    from alphanet_fast.baselines.self_check import skipping
+
+    train, val = (data.train_features, data.train_labels), (data.val_features, data.val_labels)
+    bases = {row.method: row for row in every_row.rows if row.method != "alphanet"}
+    rows = [r for r in every_row.rows if r.method == "alphanet" and r.base in ("plain", "lws")]
+    assert len(rows) == 4
+    for row in rows:
+        for seed, run in enumerate(row.runs):
+            base = bases[row.base].runs[seed if row.base == "lws" else 0]
+            with skipping():
+                alone = af.correct(*train, base.W, base.b, val=val, rho=row.rho, seed=seed,
+                                   progress=False, **FAST_ALPHANET)  # fmt: skip
+            np.testing.assert_array_equal(run.W, alone.W)
+            assert run.settings["best_epoch"] == alone.best_epoch
+
+
 def test_a_transformed_ncm_scores_as_if_alone(data):
     rep = _run(
         data, methods=("ncm",), alphanet_on=(), seeds=1,

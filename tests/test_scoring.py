@@ -186,3 +186,38 @@ def test_validation_recomputed_per_epoch_matches_the_frozen_table(long_tail_smal
     kept = streamed.history[streamed.best_epoch - 1]["val_top1"]
     for split in ("few", "overall"):
         assert abs(kept[split] - report.accuracy[1][split]) <= 2 / d.val_labels.size
+
+
+def test_shared_val_scores_are_scored_once_per_classifier(monkeypatch):
+    """Within sharing_val_scores, a second run on the same classifier and validation
+    set (another rho) reuses the validation scores, with the same result as alone;
+    another classifier, or the same one changed in place, is scored again. (As in
+    compare(), the tau-norm check, which must see the scores, is skipped.)"""
+    from alphanet_fast.baselines.self_check import skipping
+    from alphanet_fast.training import scoring
+
+    x, y, W, b, vx, vy = toy(4)
+    kw = {**FAST, "val": (vx, vy)}
+    alone = {rho: af.correct(x, y, W, b, rho=rho, **kw) for rho in (0.5, 1.5)}
+    scored = []
+    original = scoring.FrozenScores._val
+    monkeypatch.setattr(
+        scoring.FrozenScores, "_val", lambda self, *a: scored.append(1) or original(self, *a)
+    )
+    with skipping(), scoring.sharing_val_scores():
+        shared = {rho: af.correct(x, y, W, b, rho=rho, **kw) for rho in (0.5, 1.5)}
+        assert len(scored) == 1
+        W2 = W.copy()
+        W2[5] += 0.25  # a base row: the same few classes and neighbours
+        af.correct(x, y, W2, b, **kw)
+        assert len(scored) == 2
+        W2[5] -= 0.25  # back to W's values, in place: equal contents are reused
+        W2[6] += 0.25
+        af.correct(x, y, W2, b, **kw)
+        assert len(scored) == 3
+    with skipping():
+        af.correct(x, y, W, b, **kw)  # outside the block: scored alone
+    assert len(scored) == 4
+    for rho in (0.5, 1.5):
+        np.testing.assert_array_equal(shared[rho].W, alone[rho].W)
+        assert shared[rho].history == alone[rho].history

@@ -134,6 +134,22 @@ def _combos(res: Any, scale: np.ndarray | None) -> Any:
     return res.few_classes, idx, coef
 
 
+def _alphanet_fit(sets: _Sets, fit: _Fit, row: _Row, seed: int, an_opts: dict) -> _Fit:
+    """One AlphaNet run on ``fit`` at ``row``'s rho; its time is added to the row's."""
+    from alphanet_fast.training import correct
+
+    start = time.perf_counter()
+    # The baselines' own rows are in the table: no check inside correct().
+    with warnings.catch_warnings(), skipping():
+        # "no class is few": the row is then its base, which the table shows.
+        warnings.simplefilter("ignore", UserWarning)
+        res = correct(sets.x, sets.y, fit.W, fit.b, val=sets.val, rho=row.rho, seed=seed, **an_opts)
+    row.seconds += time.perf_counter() - start
+    settings = {**res.config, "best_epoch": res.best_epoch}
+    combos = _combos(res, fit.scale)
+    return _Fit(res.W, res.b, None, settings, fit.family, fit.scale, combos)
+
+
 def _alphanet_rows(
     sets: _Sets,
     rows: dict[str, _Row],
@@ -142,29 +158,21 @@ def _alphanet_rows(
     seeds: list[int],
     an_opts: dict[str, Any],
 ) -> list[_Row]:
-    from alphanet_fast.training import correct
+    from alphanet_fast.training.scoring import sharing_val_scores
 
     out = []
     for base in alphanet_on:
         fits = rows[base].fits
         fits = fits * len(seeds) if len(fits) == 1 else fits
         label = "plain" if base == "plain" else METHODS[base].label
-        for rho in rhos:
-            row = _Row(f"{label} + AlphaNet (rho={rho:g})", "alphanet", base, rho)
-            for fit, s in zip(fits, seeds):
-                start = time.perf_counter()
-                # The baselines' own rows are in the table: no check inside correct().
-                with warnings.catch_warnings(), skipping():
-                    # "no class is few": the row is then its base, which the table shows.
-                    warnings.simplefilter("ignore", UserWarning)
-                    res = correct(
-                        sets.x, sets.y, fit.W, fit.b, val=sets.val, rho=rho, seed=s, **an_opts
-                    )
-                row.seconds += time.perf_counter() - start
-                settings = {**res.config, "best_epoch": res.best_epoch}
-                combos = _combos(res, fit.scale)
-                row.fits.append(_Fit(res.W, res.b, None, settings, fit.family, fit.scale, combos))
-            out.append(row)
+        base_rows = [_Row(f"{label} + AlphaNet (rho={r:g})", "alphanet", base, r) for r in rhos]
+        # A base's runs at every rho, one seed after another: consecutive runs on one
+        # classifier, so they score the validation rows once (sharing_val_scores).
+        for fit, s in zip(fits, seeds):
+            with sharing_val_scores():
+                for row in base_rows:
+                    row.fits.append(_alphanet_fit(sets, fit, row, s, an_opts))
+        out.extend(base_rows)
     return out
 
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -42,7 +44,62 @@ from alphanet_fast.training.sampling import (
 )
 from alphanet_fast.training.stopwatch import Stopwatch
 
-__all__ = ["Feed", "FrozenScores", "val_table_bytes", "weights_tensor"]
+__all__ = ["Feed", "FrozenScores", "sharing_val_scores", "val_table_bytes", "weights_tensor"]
+
+
+class _ValScores(NamedTuple):
+    """One validation scoring (:meth:`FrozenScores.val`) and what it was computed from."""
+
+    W_t: torch.Tensor
+    b_t: torch.Tensor
+    few_t: torch.Tensor
+    neighbors_t: torch.Tensor
+    score_scale: float
+    x: Any  # the validation features, the very object
+    sources: bool
+    result: tuple
+
+
+_SHARED_VAL: ContextVar[list[_ValScores] | None] = ContextVar(
+    "alphanet_fast_shared_val_scores", default=None
+)
+
+
+@contextmanager
+def sharing_val_scores() -> Iterator[None]:
+    """Within the block, consecutive ``correct()`` calls of this thread (or task) that
+    validate the same classifier, few classes and neighbours on the same validation
+    features (the same object) score the validation rows once.
+
+    For :func:`alphanet_fast.compare`, whose AlphaNet runs at several rhos share
+    their base, seed and validation set. The latest scoring, and a copy of the
+    weights it was scored against, are kept until the block ends: at most one
+    validation table (``Budgets.val``) and one ``W`` more are held. The
+    validation features must not change in place within the block.
+    """
+    token = _SHARED_VAL.set([])
+    try:
+        yield
+    finally:
+        _SHARED_VAL.reset(token)
+
+
+def _same_val_scores(kept: _ValScores, frozen: FrozenScores, x: Any, sources: bool) -> bool:
+    """Whether ``kept`` is what ``frozen.val(x, sources)`` would compute (bit for bit)."""
+    return (
+        kept.x is x
+        and kept.sources == sources
+        and kept.score_scale == frozen.score_scale
+        and all(
+            a.shape == b.shape and a.device == b.device and bool(torch.equal(a, b))
+            for a, b in (
+                (kept.W_t, frozen.W_t),
+                (kept.b_t, frozen.b_t),
+                (kept.few_t, frozen.few_t),
+                (kept.neighbors_t, frozen.neighbors_t),
+            )
+        )
+    )
 
 
 def weights_tensor(W: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -240,6 +297,21 @@ class FrozenScores:
         the first two are None. ``on_scores(lo, hi, S)``, if given, also sees each
         block's raw scores ``x[lo:hi] @ W.T`` (a numpy array; CPU only), from the
         scoring workers."""
+        shared = _SHARED_VAL.get() if on_scores is None else None
+        if shared and _same_val_scores(shared[0], self, x, sources):
+            return shared[0].result
+        if shared:
+            shared.clear()  # its tables can go before this scoring's are made
+        result = self._val(x, sources, on_scores)
+        if shared is not None:
+            # Copies: W may be the caller's array, which it could change in place.
+            kept = (self.W_t, self.b_t, self.few_t, self.neighbors_t)
+            shared.append(
+                _ValScores(*(t.clone() for t in kept), self.score_scale, x, sources, result)
+            )
+        return result
+
+    def _val(self, x: np.ndarray, sources: bool, on_scores: Any):
         n, n_few, k = x.shape[0], self.few_t.numel(), self.neighbors_t.shape[1]
         dev = self.W_t.device
         own = torch.empty((n, n_few), dtype=torch.float32, device=dev) if sources else None
