@@ -315,7 +315,10 @@ def score_split(
             if not by_family[f]:
                 continue
             xb = np.asarray(features[f][start:end])
-            P = xb @ fam.W.T
+            # The Rust product on the kernels' pool (about 1.8x numpy's on these shapes);
+            # the bounds hold for any summation order.
+            P = np.empty((xb.shape[0], fam.W.shape[0]), dtype=fam.W.dtype)
+            _core.thin_dot(xb, fam.W.T, P, True)
             if id(features[f]) not in norms:
                 norms[id(features[f])] = _norms(xb)
             A = np.empty_like(P)
