@@ -97,6 +97,21 @@ def long_tail(seed=0, n_classes=30, d=16):
     return x, y, W, b, (vx, vy)
 
 
+def with_one_two_and_three_threads(fn):
+    """``{n: fn()}`` with torch's and the kernels' threads both set to n = 1, 2, 3."""
+    torch_threads, kernel_threads = torch.get_num_threads(), af.get_num_threads()
+    results = {}
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            af.set_num_threads(n)
+            results[n] = fn()
+    finally:
+        torch.set_num_threads(torch_threads)
+        af.set_num_threads(kernel_threads)
+    return results
+
+
 def test_correct_is_bitwise_the_same_with_one_two_and_three_threads():
     from alphanet_fast.training import Budgets, using_budgets
 
@@ -104,17 +119,12 @@ def test_correct_is_bitwise_the_same_with_one_two_and_three_threads():
     budgets = Budgets(block=1)
     x, y, W, b, val = long_tail()
     kwargs = dict(val=val, epochs=3, min_epochs=1, batch_size=32, progress=False, device="cpu")
-    torch_threads, kernel_threads = torch.get_num_threads(), af.get_num_threads()
-    results = {}
-    try:
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            af.set_num_threads(n)
-            with using_budgets(budgets):
-                results[n] = af.correct(x, y, W, b, **kwargs)
-    finally:
-        torch.set_num_threads(torch_threads)
-        af.set_num_threads(kernel_threads)
+
+    def run():
+        with using_budgets(budgets):
+            return af.correct(x, y, W, b, **kwargs)
+
+    results = with_one_two_and_three_threads(run)
     assert results[1].alphas[:, 1:].std() > 0
     for n in (2, 3):
         np.testing.assert_array_equal(results[n].alphas, results[1].alphas)
@@ -135,16 +145,7 @@ def test_trained_baselines_are_bitwise_the_same_with_one_two_and_three_threads(m
     b = rng.standard_normal(n_classes).astype(np.float32)
     fn = {"lws": lws, "crt": crt}[method]
     kwargs = dict(epochs=2, samples_per_epoch=200, batch_size=48, device="cpu", seed=2)
-    torch_threads, kernel_threads = torch.get_num_threads(), af.get_num_threads()
-    results = {}
-    try:
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            af.set_num_threads(n)
-            results[n] = fn(x, y, W, b, **kwargs)
-    finally:
-        torch.set_num_threads(torch_threads)
-        af.set_num_threads(kernel_threads)
+    results = with_one_two_and_three_threads(lambda: fn(x, y, W, b, **kwargs))
     assert not np.allclose(results[1].W, W)
     for n in (2, 3):
         np.testing.assert_array_equal(results[n].W, results[1].W)
