@@ -38,8 +38,8 @@ class _Scorer:
     products are the Rust kernels of AlphaNet's first layer
     (:func:`alphanet_fast._core.thin_t_dot`, :func:`~alphanet_fast._core.thin_dot`)
     on the kernels' pool: ``d`` is cut into pieces fixed by the shape, so the
-    result is the same on any number of threads. torch's one-thread products
-    read these shapes at about half the speed (``benches/crt_products.py``).
+    result is the same on any number of threads. At cRT's shapes they run at
+    1.5-2x torch's one-thread products (``benches/product_shapes.py``).
     On CUDA, torch's products on ``(C, d)``.
     """
 

@@ -12,11 +12,12 @@ their scores X, so
 
 Rows are gathered block by block (never the whole feature matrix) and scored on
 several worker threads, each block by one thread: on the CPU with the Rust
-product :func:`alphanet_fast._core.thin_dot` (about 1.7x torch's one-thread
-product at these shapes). :class:`Feed` is what the steps read: the epochs'
-samples cut into windows that fit ``Budgets.frozen`` (see
-:func:`~alphanet_fast.training.sampling.windows`), each window's rows scored on
-entry, gathered a few batches at a time into reused buffers.
+product :func:`alphanet_fast._core.thin_dot` (1.6-1.8x torch's one-thread
+product at these shapes, ``benches/product_shapes.py``). :class:`Feed` is what
+the steps read: the epochs' samples cut into windows that fit
+``Budgets.frozen`` (see :func:`~alphanet_fast.training.sampling.windows`), each
+window's rows scored on entry, gathered a few batches at a time into reused
+buffers.
 """
 
 from __future__ import annotations
