@@ -127,9 +127,16 @@ def test_kernels_work_in_a_forked_child():
 
 FORK_STRESS = textwrap.dedent(
     """
-    import os, sys, threading, time
+    import os, shutil, subprocess, sys, threading, time
     import numpy as np
     import alphanet_fast as af
+
+    def dump_stacks(pid):
+        # Where a hung child waits, for the failure's report (gdb where installed).
+        if shutil.which("gdb"):
+            bt = ["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"]
+            done = subprocess.run(bt, capture_output=True, text=True, timeout=120)
+            sys.stderr.write(done.stdout[-20000:])
 
     x = np.arange(40.0).reshape(20, 2)
     y = np.arange(20) % 4
@@ -153,6 +160,7 @@ FORK_STRESS = textwrap.dedent(
         deadline = time.monotonic() + 30
         while not os.waitpid(pid, os.WNOHANG)[0]:
             if time.monotonic() > deadline:  # deadlocked: no kernel call takes this long
+                dump_stacks(pid)
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
                 hung += 1
@@ -170,4 +178,4 @@ def test_fork_while_another_thread_holds_the_pool_lock():
     out = subprocess.run(
         [sys.executable, "-c", FORK_STRESS, "200"], capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "0"
+    assert out.stdout.strip() == "0", out.stderr  # a hung child's stacks, if gdb could dump them
