@@ -245,6 +245,33 @@ def _sample(rng: np.random.Generator, centres: np.ndarray, labels: np.ndarray) -
     return out
 
 
+def _baseline(
+    p: dict,
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    basis: np.ndarray | None,
+    n_classes: int,
+    epochs: int,
+    rng: np.random.Generator,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline classifier ``(W, b)`` in float32, trained in the centres' subspace
+    (``basis``, or the features themselves without one) and mapped back to ``dim``."""
+    latent = train_features if basis is None else train_features @ basis.T
+    W_latent, b = _train_baseline(
+        latent,
+        train_labels,
+        n_classes,
+        epochs=epochs,
+        lr=p["baseline_lr"],
+        batch=p["baseline_batch"],
+        rng=rng,
+        seed=seed,
+    )
+    W = W_latent if basis is None else W_latent @ basis
+    return np.ascontiguousarray(W, dtype=np.float32), b.astype(np.float32)
+
+
 def make_long_tail(
     profile: str = "small",
     *,
@@ -327,18 +354,7 @@ def make_long_tail(
     sets = _draw_sets(rng, centres_full, counts, size["n_val_per_class"], size["n_test_per_class"])
     train_features, train_labels, val_features, val_labels, test_features, test_labels = sets
 
-    latent = train_features if basis is None else train_features @ basis.T
-    W_latent, b = _train_baseline(
-        latent,
-        train_labels,
-        n_classes,
-        epochs=epochs,
-        lr=p["baseline_lr"],
-        batch=p["baseline_batch"],
-        rng=rng,
-        seed=seed,
-    )
-    W = W_latent if basis is None else W_latent @ basis
+    W, b = _baseline(p, train_features, train_labels, basis, n_classes, epochs, rng, seed)
     width = max(2, len(str(n_groups - 1)))
     names = [f"group{g:0{width}d}/class{c:04d}" for c, g in enumerate(groups)]
     return LongTailData(
@@ -348,8 +364,8 @@ def make_long_tail(
         val_labels=val_labels,
         test_features=test_features,
         test_labels=test_labels,
-        W=np.ascontiguousarray(W, dtype=np.float32),
-        b=b.astype(np.float32),
+        W=W,
+        b=b,
         class_names=names,
         groups=groups,
         counts=np.bincount(train_labels, minlength=n_classes).astype(np.int64),
