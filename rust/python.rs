@@ -14,6 +14,18 @@
 //!   the kernel runs cannot make it index out of bounds;
 //! - a panic anywhere in a binding becomes a `RuntimeError` naming the kernel.
 
+/// Calls the generic `$f::<T>(...)` with `T` the dtype of the matrix `$m`: the
+/// one place where the bindings branch on float32 / float64. Defined before the
+/// submodules so that they use it too.
+macro_rules! by_dtype {
+    ($m:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $m {
+            Matrix::F32(_) => $f::<f32>($($arg),*),
+            Matrix::F64(_) => $f::<f64>($($arg),*),
+        }
+    };
+}
+
 mod convert;
 mod step;
 
@@ -31,17 +43,6 @@ use convert::{
     aligned, contiguous, count, guarded, mixed, owned_indices, run, run_at, to_py, typed,
     warn_pool_note, zeros, zeros2, Float, Matrix, Vector,
 };
-
-/// Calls the generic `$f::<T>(...)` with `T` the dtype of the matrix `$m`: the
-/// one place where the bindings branch on float32 / float64.
-macro_rules! by_dtype {
-    ($m:expr, $f:ident($($arg:expr),* $(,)?)) => {
-        match $m {
-            Matrix::F32(_) => $f::<f32>($($arg),*),
-            Matrix::F64(_) => $f::<f64>($($arg),*),
-        }
-    };
-}
 
 /// Float64 sums and int64 counts per class.
 type SumsAndCounts<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<i64>>);

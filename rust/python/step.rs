@@ -65,9 +65,11 @@ fn thin_t_dot<'py>(
     out: &Bound<'py, PyAny>,
     parallel: bool,
 ) -> PyResult<()> {
-    guarded("thin_t_dot", || match &a {
-        Matrix::F32(_) => thin_typed::<f32>(py, (&a, &b, "b"), out, parallel, crate::thin::t_dot),
-        Matrix::F64(_) => thin_typed::<f64>(py, (&a, &b, "b"), out, parallel, crate::thin::t_dot),
+    guarded("thin_t_dot", || {
+        by_dtype!(
+            &a,
+            thin_typed(py, (&a, &b, "b"), out, parallel, crate::thin::t_dot)
+        )
     })
 }
 
@@ -81,9 +83,11 @@ fn thin_dot<'py>(
     out: &Bound<'py, PyAny>,
     parallel: bool,
 ) -> PyResult<()> {
-    guarded("thin_dot", || match &a {
-        Matrix::F32(_) => thin_typed::<f32>(py, (&a, &g, "g"), out, parallel, crate::thin::dot),
-        Matrix::F64(_) => thin_typed::<f64>(py, (&a, &g, "g"), out, parallel, crate::thin::dot),
+    guarded("thin_dot", || {
+        by_dtype!(
+            &a,
+            thin_typed(py, (&a, &g, "g"), out, parallel, crate::thin::dot)
+        )
     })
 }
 
@@ -158,10 +162,10 @@ fn few_loss<'py>(
             alphas,
             few_bias,
         };
-        match &own {
-            Matrix::F32(_) => few_loss_typed::<f32>(py, &own, &rest, &target_few, scale, grad),
-            Matrix::F64(_) => few_loss_typed::<f64>(py, &own, &rest, &target_few, scale, grad),
-        }
+        by_dtype!(
+            &own,
+            few_loss_typed(py, &own, &rest, &target_few, scale, grad)
+        )
     })
 }
 
@@ -205,13 +209,12 @@ fn few_best<'py>(
     best: &Bound<'py, PyAny>,
     arg: &Bound<'py, PyArray1<i64>>,
 ) -> PyResult<()> {
-    guarded("few_best", || match &own {
-        Matrix::F32(_) => {
-            few_best_typed::<f32>(py, &own, &neighbors, &alphas, &few_bias, scale, (best, arg))
-        }
-        Matrix::F64(_) => {
-            few_best_typed::<f64>(py, &own, &neighbors, &alphas, &few_bias, scale, (best, arg))
-        }
+    guarded("few_best", || {
+        let outputs = (best, arg);
+        by_dtype!(
+            &own,
+            few_best_typed(py, &own, &neighbors, &alphas, &few_bias, scale, outputs)
+        )
     })
 }
 
