@@ -315,9 +315,8 @@ def score_split(
             if not by_family[f]:
                 continue
             xb = np.asarray(features[f][start:end])
-            # The Rust product on the kernels' pool (1.4-1.5x numpy's on these shapes,
-            # benches/product_shapes.py);
-            # the bounds hold for any summation order.
+            # The Rust product on the kernels' pool, 1.4-1.5x numpy's at these shapes
+            # (benches/product_shapes.py); the bounds hold for any summation order.
             P = np.empty((xb.shape[0], fam.W.shape[0]), dtype=fam.W.dtype)
             _core.thin_dot(xb, fam.W.T, P, True)
             if id(features[f]) not in norms:
